@@ -91,9 +91,7 @@ def _url(env: Mapping[str, str], var: str) -> str | None:
     return value
 
 
-def load_settings(
-    env: Mapping[str, str], *, service_name: str, require_queue: bool = False
-) -> Settings:
+def load_settings(env: Mapping[str, str], *, service_name: str, require_queue: bool = False) -> Settings:
     """Read CONTRACT §3's variables from `env`; raise ConfigError naming the first bad one."""
     bucket = env.get("S3_RAW_BUCKET", DEFAULT_BUCKET).strip()
     if not _BUCKET_RE.match(bucket):
@@ -131,7 +129,9 @@ def load_settings(
     )
 
 
-def int_setting(env: Mapping[str, str], var: str, default: int, *, low: int = 1, high: int = 1_000_000) -> int:
+def int_setting(
+    env: Mapping[str, str], var: str, default: int, *, low: int = 1, high: int = 1_000_000
+) -> int:
     """A service-specific integer knob (e.g. INGEST_CONCURRENCY)."""
     raw = env.get(var, "").strip()
     if not raw:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Final, Literal
 
@@ -48,7 +49,7 @@ def table_for_key(key: str) -> str | None:
     """The table an object key (or an uploaded file name) belongs to, or None.
 
     The first path segment when it names a table (`hired_employees/2021/07.csv`), else the file
-    name's stem, which must be a table name or start with one followed by a separator
+    name's stem when it starts with a table name
     (`jobs.csv`, `hired_employees_2021-07.csv`).
     """
     parts = [p for p in key.split("/") if p]
@@ -130,9 +131,12 @@ def parse_timestamp(column: str, text: str) -> datetime:
         raise FieldError(f"{column} {text!r} is out of range in UTC") from None
 
 
-_PARSERS: Final = {"integer": parse_int, "text": parse_text, "timestamptz": parse_timestamp}
-
 Value = int | str | datetime
+_PARSERS: Final[dict[str, Callable[[str, str], Value]]] = {
+    "integer": parse_int,
+    "text": parse_text,
+    "timestamptz": parse_timestamp,
+}
 
 
 def validate_fields(table: Table, fields: list[str]) -> tuple[Value, ...]:

@@ -1,0 +1,155 @@
+"""The `hiring` command: wires the services together (it sits above both; they never import each other)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+
+from shared.config import ConfigError, Settings, load_settings
+from shared.logs import configure_logging
+
+
+def _settings(service: str, *, require_queue: bool = False) -> Settings:
+    return load_settings(os.environ, service_name=service, require_queue=require_queue)
+
+
+def _run_until_signal(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+    """Run `main(stop)`; SIGTERM/SIGINT set `stop` so it can drain and return."""
+
+    async def runner() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await main(stop)
+
+    asyncio.run(runner())
+
+
+def cmd_ingest(_: argparse.Namespace) -> int:
+    from services.ingest.app import load_options, run_ingest
+
+    settings = _settings("hiring-ingest", require_queue=True)
+    options = load_options(os.environ)
+    configure_logging(settings.telemetry.service_name)
+    _run_until_signal(lambda stop: run_ingest(settings, options, stop))
+    return 0
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    from services.query.app import serve
+
+    settings = _settings("hiring-query")
+    configure_logging(settings.telemetry.service_name)
+    _run_until_signal(lambda stop: serve(settings, host=args.host, port=args.port, stop=stop))
+    return 0
+
+
+def cmd_migrate(_: argparse.Namespace) -> int:
+    from shared.db import connect, migrate
+
+    settings = _settings("hiring-migrate")
+    configure_logging(settings.telemetry.service_name)
+
+    async def main() -> None:
+        conn = await connect(settings.db)
+        try:
+            applied = await migrate(conn)
+        finally:
+            await conn.close()
+        print(f"migrations applied: {', '.join(applied) if applied else 'none (schema up to date)'}")
+
+    asyncio.run(main())
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from services.ingest.cli_replay import run_replay
+
+    settings = _settings("hiring-replay")
+    configure_logging(settings.telemetry.service_name)
+    tables = [args.table] if args.table else None
+    return asyncio.run(run_replay(settings, tables))
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    from services.dev.supervisor import DevOptions, run_dev
+
+    configure_logging("hiring-dev", json=False)
+    return run_dev(
+        DevOptions(
+            port=args.port,
+            consumers=args.consumers,
+            state_dir=Path(args.state_dir) if args.state_dir else None,
+            env_file=Path(args.env_file) if args.env_file else None,
+            otlp_endpoint=args.otlp,
+            host=args.host,
+        )
+    )
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or not 0 < int(text) <= 64:
+        raise argparse.ArgumentTypeError(f"expected an integer from 1 to 64, got {text!r}")
+    return int(text)
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise argparse.ArgumentTypeError(f"expected a port from 1 to 65535, got {text!r}")
+    return int(text)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="hiring", description="The hiring pipeline: ingest consumers and query API."
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    dev = sub.add_parser("dev", help="run the whole system locally (PostgreSQL, S3+SQS, consumers, API)")
+    dev.add_argument("--port", type=_port, default=8080, help="API port (default 8080)")
+    dev.add_argument("--host", default="127.0.0.1", help="API address (default 127.0.0.1)")
+    dev.add_argument("--consumers", type=_positive, default=1, help="ingest consumer processes (default 1)")
+    dev.add_argument("--state-dir", help="keep the database and logs here (default: a temporary directory)")
+    dev.add_argument("--env-file", help="write the stack's environment here once it is ready")
+    dev.add_argument(
+        "--otlp", default=os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"), help="OTLP/HTTP endpoint"
+    )
+    dev.set_defaults(func=cmd_dev)
+
+    ing = sub.add_parser("ingest", help="run one ingest consumer against the configured stack")
+    ing.set_defaults(func=cmd_ingest)
+
+    q = sub.add_parser("query", help="run the query API against the configured stack")
+    q.add_argument("--port", type=_port, default=8080)
+    q.add_argument("--host", default="0.0.0.0")
+    q.set_defaults(func=cmd_query)
+
+    m = sub.add_parser("migrate", help="apply the database schema")
+    m.set_defaults(func=cmd_migrate)
+
+    r = sub.add_parser("replay", help="rebuild the tables from the objects in the bucket")
+    r.add_argument("--table", choices=["hired_employees", "departments", "jobs"])
+    r.set_defaults(func=cmd_replay)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except ConfigError as exc:
+        print(f"hiring {args.command}: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

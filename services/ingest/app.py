@@ -1,0 +1,60 @@
+"""Composition root of the ingest service: settings in, clients built and handed down, run until stopped."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+
+import msgspec
+import structlog
+
+from services.ingest.consumer import Consumer, ConsumerOptions
+from services.ingest.loader import Loader, LoaderOptions
+from shared.aws import AwsClients
+from shared.config import Settings, int_setting
+from shared.db import connect, create_pool, migrate
+
+log = structlog.get_logger("ingest")
+
+
+class IngestOptions(msgspec.Struct, frozen=True):
+    consumer: ConsumerOptions
+    loader: LoaderOptions
+
+
+def load_options(env: Mapping[str, str]) -> IngestOptions:
+    """The consumer's knobs (INGEST_*), validated like CONTRACT §3's settings."""
+    return IngestOptions(
+        consumer=ConsumerOptions(
+            concurrency=int_setting(env, "INGEST_CONCURRENCY", 4, high=64),
+            wait_seconds=int_setting(env, "INGEST_WAIT_SECONDS", 20, low=0, high=20),
+            visibility_timeout=int_setting(env, "INGEST_VISIBILITY_TIMEOUT", 60, low=3, high=43_200),
+            retry_delay=int_setting(env, "INGEST_RETRY_DELAY", 5, low=0, high=900),
+            drain_seconds=float(int_setting(env, "INGEST_DRAIN_SECONDS", 20, low=0, high=3600)),
+        ),
+        loader=LoaderOptions(batch_rows=int_setting(env, "INGEST_BATCH_ROWS", 20_000, high=1_000_000)),
+    )
+
+
+async def run_ingest(settings: Settings, options: IngestOptions, stop: asyncio.Event) -> None:
+    """One consumer process: migrate, then consume until `stop` is set, then drain."""
+    assert settings.queue_url is not None, "load_settings(require_queue=True) guarantees it"
+    conn = await connect(settings.db)
+    try:
+        applied = await migrate(conn)
+        if applied:
+            log.info("schema migrated", applied=applied)
+    finally:
+        await conn.close()
+    # One connection per file in flight (it holds the file's lock) plus a few for the ledger.
+    pool = await create_pool(settings.db, min_size=1, max_size=options.consumer.concurrency + 4)
+    clients = AwsClients(settings.aws)
+    try:
+        async with (
+            clients.s3(max_pool_connections=options.consumer.concurrency + 4) as s3,
+            clients.sqs() as sqs,
+        ):
+            loader = Loader(pool, s3, options.loader)
+            await Consumer(sqs, settings.queue_url, loader, options.consumer).run(stop)
+    finally:
+        await pool.close()

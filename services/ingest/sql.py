@@ -1,0 +1,131 @@
+"""Every SQL statement of the ingest service."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from shared.dictionary import TABLES, Table
+
+# ---- the ledger -------------------------------------------------------------------------------
+
+REGISTER_OBJECT: Final = """
+INSERT INTO ingest_objects
+    (bucket, key, version, etag, sequencer, event_time, order_key, table_name, size_bytes)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+ON CONFLICT (bucket, key, version) DO UPDATE SET bucket = excluded.bucket
+RETURNING id, status, (xmax = 0) AS inserted
+"""
+
+RECORD_EVENT: Final = """
+INSERT INTO ingest_events (message_id, event_name, bucket, key, version, etag, sequencer, event_time,
+                           object_id, outcome, detail)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+"""
+
+TRY_LOCK_OBJECT: Final = "SELECT pg_try_advisory_lock($1::bigint)"
+UNLOCK_OBJECT: Final = "SELECT pg_advisory_unlock($1::bigint)"
+
+# Each consumer holds its table's lock shared (session level) while it applies a file; `hiring
+# replay` holds it exclusively while it rebuilds the table, so consumers wait at the start of a file
+# instead of writing into a table about to be swapped out.
+TABLE_LOCK_SHARED: Final = "SELECT pg_advisory_lock_shared($1::bigint)"
+TABLE_UNLOCK_SHARED: Final = "SELECT pg_advisory_unlock_shared($1::bigint)"
+TABLE_LOCK_EXCLUSIVE: Final = "SELECT pg_advisory_lock($1::bigint)"
+TABLE_UNLOCK_EXCLUSIVE: Final = "SELECT pg_advisory_unlock($1::bigint)"
+
+LOAD_OBJECT: Final = """
+SELECT id, status, lines_done, bytes_done, rows_loaded, rows_rejected, batches, order_key, table_name,
+       upload_id, trace_id
+FROM ingest_objects WHERE id = $1
+"""
+
+START_OBJECT: Final = """
+UPDATE ingest_objects
+SET status = 'processing', attempts = attempts + 1, started_at = coalesce(started_at, now()),
+    upload_id = coalesce($2, upload_id), trace_id = coalesce($3, trace_id), error = NULL
+WHERE id = $1
+"""
+
+CHECKPOINT_FOR_UPDATE: Final = (
+    "SELECT lines_done, bytes_done, status FROM ingest_objects WHERE id = $1 FOR UPDATE"
+)
+
+ADVANCE_OBJECT: Final = """
+UPDATE ingest_objects
+SET lines_done = $2, bytes_done = $3, rows_loaded = rows_loaded + $4, rows_rejected = rows_rejected + $5,
+    batches = batches + 1
+WHERE id = $1
+"""
+
+FINISH_OBJECT: Final = """
+UPDATE ingest_objects SET status = 'loaded', finished_at = now(), size_bytes = coalesce($2, size_bytes)
+WHERE id = $1
+"""
+
+FAIL_OBJECT: Final = """
+UPDATE ingest_objects SET status = 'failed', finished_at = now(), error = $2 WHERE id = $1
+"""
+
+# ---- replay -----------------------------------------------------------------------------------
+
+RESET_OBJECT: Final = """
+UPDATE ingest_objects
+SET status = 'processing', lines_done = 0, bytes_done = 0, rows_loaded = 0, rows_rejected = 0, batches = 0,
+    error = NULL, started_at = NULL, finished_at = NULL
+WHERE id = $1
+"""
+DELETE_REJECTS: Final = "DELETE FROM ingest_rejects WHERE object_id = $1"
+OBJECTS_OF_TABLE: Final = """
+SELECT id, bucket, key, version, order_key FROM ingest_objects
+WHERE table_name = $1 AND bucket = $2 ORDER BY order_key
+"""
+
+
+def table_lock_id(table: str) -> int:
+    """A stable advisory-lock id per table (not Python's salted hash)."""
+    return 0x7461_0000 + sorted(TABLES).index(table)
+
+
+# ---- batches ----------------------------------------------------------------------------------
+
+
+def stage_name(table: Table) -> str:
+    return f"stage_{table.name}"
+
+
+def create_stage(table: Table) -> str:
+    # A temporary table per connection, emptied at each commit: the COPY target of one batch.
+    cols = ", ".join(f"{c.name} {c.type}" for c in table.columns)
+    return (
+        f"CREATE TEMP TABLE IF NOT EXISTS {stage_name(table)} ({cols}, src_line integer)"
+        " ON COMMIT DELETE ROWS"
+    )
+
+
+def stage_columns(table: Table) -> list[str]:
+    return [*table.column_names, "src_line"]
+
+
+def merge(table: Table, target: str | None = None) -> str:
+    """Upsert one staged batch into `target` (the table itself, or its replay copy).
+
+    Within the batch the last line per id wins (DISTINCT ON ... ORDER BY src_line DESC). Against
+    the table, a row is replaced only by a later line of the same object or by an object that
+    sorts later in upload order ($2 is this object's order_key), so events consumed in any order
+    converge on the same table.
+    """
+    target = target or table.name
+    names = table.column_names
+    cols = ", ".join(names)
+    sets = ", ".join(f"{c} = excluded.{c}" for c in names[1:])
+    return f"""
+INSERT INTO {target} AS t ({cols}, src_object, src_line)
+SELECT DISTINCT ON (id) {cols}, $1::bigint, src_line FROM {stage_name(table)} ORDER BY id, src_line DESC
+ON CONFLICT (id) DO UPDATE SET {sets}, src_object = excluded.src_object, src_line = excluded.src_line
+WHERE (t.src_object = excluded.src_object AND t.src_line <= excluded.src_line)
+   OR (t.src_object <> excluded.src_object
+       AND coalesce((SELECT o.order_key FROM ingest_objects o WHERE o.id = t.src_object), '') <= $2)
+"""
+
+
+REJECT_COLUMNS: Final = ["object_id", "line", "raw", "reason"]
