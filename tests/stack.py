@@ -1,0 +1,191 @@
+"""The system the tests run against: one switch, two backends, the same resources.
+
+Default: the embedded stack `hiring dev` uses (EmbeddedPostgres + moto's server, both child
+processes). HIRING_TEST_STACK=containers: PostgreSQL 16 and LocalStack through testcontainers;
+with no Docker engine that is an error, never a skip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import uuid
+from collections.abc import Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import asyncpg
+
+from services.dev.localaws import MotoServer, Provisioned, clients, provision
+from services.dev.postgres import EmbeddedPostgres
+from shared.config import DEFAULT_BUCKET, Settings, load_settings
+from shared.db import connect, migrate
+
+BACKEND_VAR = "HIRING_TEST_STACK"
+REGION = "us-east-1"
+QUEUE = "hiring-ingest"
+DLQ_VAR = "HIRING_DLQ_URL"  # not a CONTRACT §3 name: only tests and tools read it
+# pinned: a moving tag changes behaviour under us, and newer LocalStack images may want an account token
+LOCALSTACK_IMAGE = "localstack/localstack:3.8"
+POSTGRES_IMAGE = "postgres:16"
+
+T = TypeVar("T")
+_names = itertools.count(1)
+
+
+class StackUnavailable(RuntimeError):
+    """The selected backend cannot run here; the test session must stop with this message."""
+
+
+@dataclass(frozen=True)
+class Stack:
+    """A running stack, or one test's share of it (its own bucket, queue and DLQ)."""
+
+    env: dict[str, str]
+    backend: str
+    endpoint_url: str
+    region: str
+    bucket: str
+    queue_url: str
+    dlq_url: str
+    postgres: EmbeddedPostgres | None = field(default=None, compare=False, repr=False)
+
+    def settings(self, service_name: str = "tests", **kw: Any) -> Settings:
+        return load_settings(self.env, service_name=service_name, **kw)
+
+    def s3(self) -> Any:
+        return clients(self.endpoint_url, self.region)[0]
+
+    def sqs(self) -> Any:
+        return clients(self.endpoint_url, self.region)[1]
+
+    async def connect(self) -> asyncpg.Connection:
+        return await connect(self.settings().db)
+
+    def isolated(self, max_receive_count: int = 5, visibility_timeout: int = 60) -> Stack:
+        """This stack with a new bucket, queue and DLQ of unique names: no other test's events."""
+        name = f"hiring-t{next(_names):04d}-{uuid.uuid4().hex[:8]}"
+        made = provision(self.endpoint_url, self.region, name, name, max_receive_count, visibility_timeout)
+        return self._with(made)
+
+    async def reset_data(self) -> None:
+        """Empty every table the migrations made (schema_migrations stays)."""
+        conn = await self.connect()
+        try:
+            names = await conn.fetch(
+                "SELECT format('%I', tablename) AS t FROM pg_tables"
+                " WHERE schemaname = 'public' AND tablename <> 'schema_migrations'"
+            )
+            if names:
+                tables = ", ".join(r["t"] for r in names)
+                await conn.execute(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")
+        finally:
+            await conn.close()
+
+    def _with(self, made: Provisioned) -> Stack:
+        env = {
+            **self.env,
+            "S3_RAW_BUCKET": made.bucket,
+            "SQS_QUEUE_URL": made.queue_url,
+            DLQ_VAR: made.dlq_url,
+        }
+        return Stack(
+            env=env,
+            backend=self.backend,
+            endpoint_url=self.endpoint_url,
+            region=self.region,
+            bucket=made.bucket,
+            queue_url=made.queue_url,
+            dlq_url=made.dlq_url,
+            postgres=self.postgres,
+        )
+
+
+def backend() -> str:
+    chosen = os.environ.get(BACKEND_VAR, "").strip() or "embedded"
+    if chosen not in ("embedded", "containers"):
+        raise StackUnavailable(f"{BACKEND_VAR}={chosen!r}: expected 'embedded' (default) or 'containers'")
+    return chosen
+
+
+@contextmanager
+def open_stack(state_dir: Path) -> Iterator[Stack]:
+    """Start the selected backend, provision the default bucket and queue, migrate; stop on exit."""
+    kind = backend()
+    with ExitStack() as cleanup:
+        postgres: EmbeddedPostgres | None = None
+        if kind == "embedded":
+            postgres = EmbeddedPostgres(state_dir / "postgres")
+            cleanup.callback(postgres.stop)
+            postgres.start()
+            db_env = postgres.env()
+            moto = MotoServer(log_path=state_dir / "moto.log")
+            cleanup.callback(moto.stop)
+            endpoint_url = moto.start()
+        else:
+            db_env, endpoint_url = _start_containers(cleanup)
+        made = provision(endpoint_url, REGION, DEFAULT_BUCKET, QUEUE)
+        env = {
+            **db_env,
+            "AWS_REGION": REGION,
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_ENDPOINT_URL": endpoint_url,
+            "AWS_ACCESS_KEY_ID": "test",
+            "AWS_SECRET_ACCESS_KEY": "test",
+        }
+        base = Stack(env, kind, endpoint_url, REGION, made.bucket, made.queue_url, made.dlq_url, postgres)
+        stack = base._with(made)
+        run_async(_migrate(stack))
+        yield stack
+
+
+def _start_containers(cleanup: ExitStack) -> tuple[dict[str, str], str]:
+    try:
+        import docker  # type: ignore[import-untyped]
+
+        docker.from_env().ping()
+    except Exception as exc:
+        raise StackUnavailable(
+            f"{BACKEND_VAR}=containers but no Docker engine is reachable ({exc}); "
+            f"start Docker, or unset {BACKEND_VAR} to use the embedded stack"
+        ) from exc
+    from testcontainers.community.localstack import LocalStackContainer
+    from testcontainers.community.postgres import PostgresContainer
+
+    password = uuid.uuid4().hex
+    try:
+        pg = PostgresContainer(
+            POSTGRES_IMAGE, username="hiring", password=password, dbname="hiring", driver=None
+        )
+        cleanup.callback(pg.stop)
+        pg.start()
+        aws = LocalStackContainer(LOCALSTACK_IMAGE, region_name=REGION).with_services("s3", "sqs")
+        cleanup.callback(aws.stop)
+        aws.start()
+    except Exception as exc:
+        raise StackUnavailable(f"{BACKEND_VAR}=containers: a container did not start: {exc}") from exc
+    db_env = {
+        "RDS_ENDPOINT": f"{pg.get_container_host_ip()}:{pg.get_exposed_port(5432)}",
+        "RDS_DB_NAME": "hiring",
+        "RDS_USERNAME": "hiring",
+        "RDS_PASSWORD": password,
+    }
+    return db_env, str(aws.get_url())
+
+
+async def _migrate(stack: Stack) -> None:
+    conn = await stack.connect()
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
+
+
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine to completion from sync code, in a thread so no caller's event loop is touched."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coro).result()
