@@ -1,0 +1,29 @@
+"""The query service's own settings (beyond CONTRACT §3), read from the environment by the factory."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from services.query.auth import ApiKeys, parse_api_keys
+from shared.config import int_setting
+
+DEFAULT_MAX_UPLOAD_BYTES = 1 << 30  # 1 GiB
+
+
+@dataclass(frozen=True)
+class QueryOptions:
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
+    api_keys: ApiKeys = field(default_factory=ApiKeys)
+    db_pool_size: int = 10
+
+
+def load_options(env: Mapping[str, str]) -> QueryOptions:
+    """`HIRING_MAX_UPLOAD_BYTES`, `HIRING_API_KEYS`, `HIRING_QUERY_DB_POOL`; ConfigError names a bad one."""
+    return QueryOptions(
+        max_upload_bytes=int_setting(
+            env, "HIRING_MAX_UPLOAD_BYTES", DEFAULT_MAX_UPLOAD_BYTES, low=1, high=5 * 1024**4
+        ),
+        api_keys=parse_api_keys(env.get("HIRING_API_KEYS", "")),
+        db_pool_size=int_setting(env, "HIRING_QUERY_DB_POOL", 10, low=1, high=200),
+    )

@@ -1,0 +1,73 @@
+"""`GET /metrics/hires` and `GET /metrics/departments` (CONTRACT §4), answered from the metrics cache."""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+from aiohttp import web
+
+from services.query.endpoints import Endpoint, Param
+from services.query.errors import ApiError
+from services.query.http import csv_response, raw_json_response, wants_csv
+from services.query.metrics import DEPARTMENTS_COLUMNS, HIRES_COLUMNS
+from services.query.schemas import DepartmentRow, ErrorBody, HireRow
+from services.query.state import METRICS
+
+DEFAULT_YEAR: Final = 2021
+
+
+def parse_year(raw: str | None) -> int:
+    """`?year=`: an integer from 1 to 9999 (default 2021); anything else is a 400."""
+    if raw is None:
+        return DEFAULT_YEAR
+    text = raw.strip()
+    if not re.fullmatch(r"[0-9]{1,4}", text) or not 1 <= int(text) <= 9999:
+        raise ApiError(400, f"bad year {raw!r}: expected an integer from 1 to 9999")
+    return int(text)
+
+
+async def hires(request: web.Request) -> web.Response:
+    year = await request.app[METRICS].year(parse_year(request.query.get("year")))
+    if wants_csv(request.headers.get("Accept", "")):
+        return csv_response(year.hires_csv)
+    return raw_json_response(year.hires_json)
+
+
+async def departments(request: web.Request) -> web.Response:
+    year = await request.app[METRICS].year(parse_year(request.query.get("year")))
+    if wants_csv(request.headers.get("Accept", "")):
+        return csv_response(year.departments_csv)
+    return raw_json_response(year.departments_json)
+
+
+_YEAR = Param(
+    "year",
+    "query",
+    {"type": "integer", "minimum": 1, "maximum": 9999, "default": DEFAULT_YEAR},
+    "the calendar year (UTC)",
+)
+_ERRORS = {400: ErrorBody, 401: ErrorBody, 403: ErrorBody}
+
+ENDPOINTS: Final = (
+    Endpoint(
+        "GET",
+        "/metrics/hires",
+        hires,
+        "Hires per department and job in a year, by UTC quarter, ordered by department then job",
+        scope="read",
+        responses={200: list[HireRow], **_ERRORS},
+        params=(_YEAR,),
+        csv_columns=HIRES_COLUMNS,
+    ),
+    Endpoint(
+        "GET",
+        "/metrics/departments",
+        departments,
+        "Departments that hired more than the mean over all departments in a year, most hires first",
+        scope="read",
+        responses={200: list[DepartmentRow], **_ERRORS},
+        params=(_YEAR,),
+        csv_columns=DEPARTMENTS_COLUMNS,
+    ),
+)

@@ -1,0 +1,338 @@
+"""`POST /upload`, `GET /uploads/{id}`, `GET /uploads/{id}/rejects`."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Final
+
+import structlog
+from aiohttp import BodyPartReader, web
+
+from services.query import sql
+from services.query.endpoints import Endpoint, Param
+from services.query.errors import ApiError
+from services.query.http import json_response
+from services.query.schemas import (
+    ErrorBody,
+    Reject,
+    RejectsPage,
+    UploadAccepted,
+    UploadsAccepted,
+    UploadState,
+    UploadStatus,
+)
+from services.query.state import OPTIONS, POOL, S3, SETTINGS
+from services.query.storage import ObjectWriter
+from shared.dictionary import TABLES, table_for_key
+
+log = structlog.get_logger()
+
+READ_SIZE: Final = 256 * 1024
+RAW_CONTENT_TYPES: Final = frozenset(
+    {"text/csv", "application/csv", "text/plain", "application/octet-stream"}
+)
+DEFAULT_REJECTS_LIMIT: Final = 1000
+MAX_REJECTS_LIMIT: Final = 10_000
+_KNOWN: Final = ", ".join(sorted(TABLES))
+_UNSAFE_NAME_CHARS: Final = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _known_table(table: str, where: str) -> str:
+    if table not in TABLES:
+        raise ApiError(400, f"unknown table {table!r} ({where}): the known tables are {_KNOWN}")
+    return table
+
+
+def _safe_filename(name: str | None, table: str) -> str:
+    """The file name part of the key: the base name the client gave (no directories, no control
+    characters), ending in `.csv` so the consumer takes it; `<table>.csv` when there is none."""
+    base = _UNSAFE_NAME_CHARS.sub("", (name or "").replace("\\", "/").rsplit("/", 1)[-1]).strip()
+    if base in ("", ".", ".."):
+        base = f"{table}.csv"
+    if not base.lower().endswith(".csv"):
+        base += ".csv"
+    return base
+
+
+@dataclass(frozen=True)
+class _File:
+    id: uuid.UUID
+    table: str
+    filename: str | None
+    writer: ObjectWriter
+
+    def row(self) -> sql.NewUpload:
+        w = self.writer
+        return sql.NewUpload(self.id, self.table, w.bucket, w.key, self.filename, w.size)
+
+
+class _Batch:
+    """The files of one request: all land in the bucket, or none does."""
+
+    def __init__(self, request: web.Request) -> None:
+        app = request.app
+        self._s3 = app[S3]
+        self._pool = app[POOL]
+        self._bucket = app[SETTINGS].bucket
+        self._max_bytes = app[OPTIONS].max_upload_bytes
+        self.files: list[_File] = []
+        self.received = 0
+        self._rows_inserted = False
+
+    async def receive(self, table: str, filename: str | None, chunks: AsyncIterator[bytes]) -> None:
+        upload_id = uuid.uuid4()
+        key = f"{table}/{upload_id}/{_safe_filename(filename, table)}"
+        writer = ObjectWriter(self._s3, self._bucket, key, metadata={"upload-id": str(upload_id)})
+        self.files.append(_File(upload_id, table, filename, writer))
+        async for chunk in chunks:
+            self.received += len(chunk)
+            if self.received > self._max_bytes:
+                raise ApiError(413, self.too_large(None))
+            await writer.write(chunk)
+        if writer.size == 0:
+            raise ApiError(400, f"file {filename or table!r} is empty")
+        await writer.finish()
+
+    def too_large(self, declared: int | None) -> str:
+        size = f"{declared} bytes" if declared is not None else f"more than {self._max_bytes} bytes"
+        return f"the upload is {size}; the limit is {self._max_bytes} bytes (HIRING_MAX_UPLOAD_BYTES)"
+
+    async def commit(self) -> None:
+        """Record the uploads, then make the objects visible: the consumer, reading an object's
+        `upload-id`, always finds its row."""
+        await sql.insert_uploads(self._pool, [f.row() for f in self.files])
+        self._rows_inserted = True
+        for f in self.files:
+            await f.writer.complete()
+
+    async def rollback(self) -> None:
+        await asyncio.gather(*(f.writer.discard() for f in self.files))
+        if self._rows_inserted:
+            try:
+                await sql.delete_uploads(self._pool, [f.id for f in self.files])
+            except Exception as exc:
+                log.error("upload.rollback_failed", error=str(exc), uploads=[str(f.id) for f in self.files])
+
+
+async def _part_chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
+    while chunk := await part.read_chunk(READ_SIZE):
+        yield chunk
+
+
+async def _receive_multipart(request: web.Request, batch: _Batch, table_param: str | None) -> None:
+    reader = await request.multipart()
+    while True:
+        part = await reader.next()
+        if part is None:
+            return
+        if not isinstance(part, BodyPartReader):
+            raise ApiError(400, "nested multipart bodies are not supported: send one file per part")
+        if part.filename is None:
+            continue  # a plain form field: nothing to store
+        if table_param is not None and batch.files:
+            raise ApiError(
+                400, "?table= applies to a single file part; name each file after its table instead"
+            )
+        if table_param is not None:
+            table = table_param
+        else:
+            found = table_for_key(part.filename)
+            if found is None:
+                raise ApiError(
+                    400,
+                    f"cannot tell the table of file {part.filename!r}: name it after one of the known "
+                    f"tables ({_KNOWN}), e.g. jobs.csv, or pass ?table=",
+                )
+            table = found
+        await batch.receive(table, part.filename, _part_chunks(part))
+
+
+async def upload(request: web.Request) -> web.Response:
+    batch = _Batch(request)
+    declared = request.content_length
+    if declared is not None and declared > request.app[OPTIONS].max_upload_bytes:
+        raise ApiError(413, batch.too_large(declared))
+    table_param = request.query.get("table")
+    if table_param is not None:
+        _known_table(table_param, "?table=")
+    content_type = request.content_type
+    try:
+        if content_type == "multipart/form-data":
+            try:
+                await _receive_multipart(request, batch, table_param)
+            except (ValueError, AssertionError) as exc:  # what aiohttp raises on a malformed body
+                raise ApiError(400, f"malformed multipart body: {exc}") from None
+            if not batch.files:
+                raise ApiError(400, "no file part: send each CSV as a multipart part with a filename")
+        elif content_type in RAW_CONTENT_TYPES:
+            if table_param is None:
+                raise ApiError(400, f"a raw CSV body needs ?table= (one of {_KNOWN})")
+            await batch.receive(table_param, None, request.content.iter_chunked(READ_SIZE))
+        else:
+            raise ApiError(
+                415,
+                f"unsupported Content-Type {content_type!r}: send multipart/form-data with file parts "
+                "or a text/csv body with ?table=",
+            )
+        await batch.commit()
+    except BaseException as exc:
+        await asyncio.shield(batch.rollback())
+        if not isinstance(exc, ApiError):
+            log.warning("upload.aborted", error=repr(exc), files=len(batch.files), received=batch.received)
+        raise
+    accepted = [
+        UploadAccepted(id=str(f.id), table=f.table, key=f.writer.key, status="queued") for f in batch.files
+    ]
+    for f in batch.files:
+        log.info(
+            "upload.accepted", upload_id=str(f.id), table=f.table, key=f.writer.key, size_bytes=f.writer.size
+        )
+    return json_response(UploadsAccepted(uploads=accepted), status=202)
+
+
+# ---- status and rejects -------------------------------------------------------------------------
+
+
+def _upload_id(request: web.Request) -> uuid.UUID:
+    raw = request.match_info["id"]
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise ApiError(400, f"malformed upload id {raw!r}: expected a UUID") from None
+
+
+async def _status_row(request: web.Request, upload_id: uuid.UUID) -> sql.UploadRow:
+    row = await sql.upload_status(request.app[POOL], upload_id)
+    if row is None:
+        raise ApiError(404, f"no upload {upload_id}")
+    return row
+
+
+def _state(row: sql.UploadRow) -> UploadState:
+    return row.status or "queued"
+
+
+async def upload_status(request: web.Request) -> web.Response:
+    row = await _status_row(request, _upload_id(request))
+    body = UploadStatus(
+        id=str(row.id),
+        table=row.table_name,
+        key=row.key,
+        status=_state(row),
+        rows_loaded=row.rows_loaded or 0,
+        rows_rejected=row.rows_rejected or 0,
+        trace_id=row.trace_id,
+        error=row.error,
+        created_at=row.created_at,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        filename=row.filename,
+        size_bytes=row.size_bytes,
+    )
+    return json_response(body)
+
+
+def _int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    if not re.fullmatch(r"[0-9]{1,10}", raw.strip()) or not low <= int(raw) <= high:
+        raise ApiError(400, f"bad {name} {raw!r}: expected an integer from {low} to {high}")
+    return int(raw)
+
+
+async def upload_rejects(request: web.Request) -> web.Response:
+    upload_id = _upload_id(request)
+    limit = _int_param(request, "limit", DEFAULT_REJECTS_LIMIT, 1, MAX_REJECTS_LIMIT)
+    offset = _int_param(request, "offset", 0, 0, 2**31 - 1)
+    row = await _status_row(request, upload_id)
+    rejects: list[Reject] = []
+    next_offset: int | None = None
+    if row.object_id is not None:
+        found = await sql.rejects(request.app[POOL], row.object_id, limit + 1, offset)
+        rejects = found[:limit]
+        if len(found) > limit:
+            next_offset = offset + limit
+    body = RejectsPage(
+        upload_id=str(upload_id),
+        status=_state(row),
+        limit=limit,
+        offset=offset,
+        next_offset=next_offset,
+        rejects=rejects,
+    )
+    return json_response(body)
+
+
+_ID = Param("id", "path", {"type": "string", "format": "uuid"}, "the upload's id, from POST /upload", True)
+_ERRORS = {400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 404: ErrorBody}
+
+ENDPOINTS: Final = (
+    Endpoint(
+        "POST",
+        "/upload",
+        upload,
+        "Upload CSV files into the raw bucket; each is ingested asynchronously",
+        scope="upload",
+        responses={
+            202: UploadsAccepted,
+            400: ErrorBody,
+            401: ErrorBody,
+            403: ErrorBody,
+            413: ErrorBody,
+            415: ErrorBody,
+        },
+        params=(
+            Param(
+                "table",
+                "query",
+                {"type": "string", "enum": sorted(TABLES)},
+                "the table of a raw text/csv body or of a single file part (default: from the file name)",
+            ),
+        ),
+        request_body={
+            "multipart/form-data": {
+                "type": "object",
+                "additionalProperties": {"type": "string", "format": "binary"},
+                "description": "one or more file parts; each file's name tells its table (jobs.csv)",
+            },
+            "text/csv": {"type": "string", "description": "one CSV file; needs ?table="},
+        },
+    ),
+    Endpoint(
+        "GET",
+        "/uploads/{id}",
+        upload_status,
+        "The state of an upload: queued, processing, loaded or failed, with row counts",
+        scope="read",
+        responses={200: UploadStatus, **_ERRORS},
+        params=(_ID,),
+    ),
+    Endpoint(
+        "GET",
+        "/uploads/{id}/rejects",
+        upload_rejects,
+        "The rejected rows of an upload (line, raw text, reason), ordered by line",
+        scope="read",
+        responses={200: RejectsPage, **_ERRORS},
+        params=(
+            _ID,
+            Param(
+                "limit",
+                "query",
+                {
+                    "type": "integer",
+                    "minimum": 1,
+                    "maximum": MAX_REJECTS_LIMIT,
+                    "default": DEFAULT_REJECTS_LIMIT,
+                },
+                "page size",
+            ),
+            Param("offset", "query", {"type": "integer", "minimum": 0, "default": 0}, "rows to skip"),
+        ),
+    ),
+)

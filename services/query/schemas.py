@@ -1,0 +1,98 @@
+"""Every request and response body of the query API, as msgspec Structs (the OpenAPI document is built
+from these)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+import msgspec
+
+UploadState = Literal["queued", "processing", "loaded", "failed"]
+
+
+class ErrorBody(msgspec.Struct, frozen=True):
+    """Every 4xx/5xx answer."""
+
+    error: str
+
+
+class Health(msgspec.Struct, frozen=True):
+    status: Literal["ok"]
+
+
+class Readiness(msgspec.Struct, frozen=True):
+    """`/readyz`: each dependency is "ok" or "down: <why>"; `error` is set when one is down (503)."""
+
+    status: Literal["ready", "not ready"]
+    database: str
+    bucket: str
+    error: str | None = None
+
+
+class HireRow(msgspec.Struct, frozen=True):
+    """One department and job with its hires per UTC quarter of the year asked for."""
+
+    department: str
+    job: str
+    Q1: int
+    Q2: int
+    Q3: int
+    Q4: int
+
+
+class DepartmentRow(msgspec.Struct, frozen=True):
+    """A department that hired more than the mean of that year's hires over all departments."""
+
+    id: int
+    department: str
+    hired: int
+
+
+class UploadAccepted(msgspec.Struct, frozen=True):
+    id: str
+    table: str
+    key: str
+    status: UploadState
+
+
+class UploadsAccepted(msgspec.Struct, frozen=True):
+    """`POST /upload` (202): one entry per file, in request order."""
+
+    uploads: list[UploadAccepted]
+
+
+class UploadStatus(msgspec.Struct, frozen=True):
+    """`GET /uploads/{id}`: the upload and the outcome of its latest ingestion."""
+
+    id: str
+    table: str
+    key: str
+    status: UploadState
+    rows_loaded: int
+    rows_rejected: int
+    trace_id: str | None
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    filename: str | None
+    size_bytes: int | None
+
+
+class Reject(msgspec.Struct, frozen=True):
+    line: int
+    raw: str
+    reason: str
+
+
+class RejectsPage(msgspec.Struct, frozen=True):
+    """`GET /uploads/{id}/rejects`: a page of rejected rows ordered by line; `next_offset` is null on the
+    last page."""
+
+    upload_id: str
+    status: UploadState
+    limit: int
+    offset: int
+    next_offset: int | None
+    rejects: list[Reject]
