@@ -1,0 +1,63 @@
+# The one image both services run from: `hiring ingest`, `hiring query`, `hiring migrate`.
+#
+#   docker build -t hiring-pipeline .
+#   docker run --rm -p 8080:8080 --env-file .env hiring-pipeline query --port 8080
+#
+# Works with the classic builder and BuildKit (no heredocs, no cache mounts).
+
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+# ---------------------------------------------------------------- build stage
+FROM ${PYTHON_IMAGE} AS build
+
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1
+
+RUN python -m venv /opt/hiring
+ENV PATH=/opt/hiring/bin:$PATH
+WORKDIR /src
+
+# Third-party dependencies first, in their own layer: it is rebuilt only when pyproject.toml changes.
+COPY pyproject.toml ./
+RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
+        > /tmp/requirements.txt \
+ && pip install -r /tmp/requirements.txt
+
+# Then the project itself (the context is whitelisted by .dockerignore).
+COPY . .
+RUN pip install --no-deps . \
+ && python -m compileall -q /opt/hiring/lib \
+ && python -m pip uninstall -y pip setuptools wheel \
+ && hiring --help > /dev/null
+
+# -------------------------------------------------------------- runtime stage
+FROM ${PYTHON_IMAGE} AS runtime
+
+LABEL org.opencontainers.image.title="hiring-pipeline" \
+      org.opencontainers.image.description="Hiring pipeline: ingest consumer, query API and migrations (entrypoint: hiring)"
+
+# tini reaps children and forwards SIGTERM to `hiring` (a PID 1 without handlers ignores it).
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends tini \
+ && rm -rf /var/lib/apt/lists/* \
+ && groupadd --system --gid 10001 hiring \
+ && useradd --system --uid 10001 --gid hiring --create-home --home-dir /home/hiring --shell /usr/sbin/nologin hiring
+
+COPY --from=build /opt/hiring /opt/hiring
+COPY deploy/docker/healthcheck.py /usr/local/bin/hiring-healthcheck
+
+ENV PATH=/opt/hiring/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1
+
+USER 10001:10001
+WORKDIR /home/hiring
+EXPOSE 8080
+
+# `query`: GET /healthz on its --port; other commands: the process being up is the signal.
+HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
+    CMD ["python", "/usr/local/bin/hiring-healthcheck"]
+
+ENTRYPOINT ["tini", "--", "hiring"]
+CMD ["query", "--port", "8080"]
