@@ -209,9 +209,13 @@ class EmbeddedPostgres:
             else:
                 self._initdb(account)
             self.socket_dir = self._pick_socket_dir(account)
-            self._run_server(account)
-            self._alias_default_socket()
-            self._create_database()
+            try:
+                self._run_server(account)
+                self._alias_default_socket()
+                self._create_database()
+            except BaseException:
+                self.stop()  # a half-started server must not outlive the error
+                raise
             atexit.register(self.stop)
 
     def stop(self) -> None:
