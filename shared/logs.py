@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Any
 
@@ -12,10 +13,12 @@ import structlog
 def configure_logging(service: str, *, json: bool | None = None, level: str = "INFO") -> None:
     """Configure structlog and the stdlib root logger once per process (the composition root calls it).
 
-    `json=None` picks JSON when stderr is not a terminal (containers, log collectors).
+    `json=None` follows HIRING_LOG_FORMAT (`json` or `console`), else picks JSON when stderr is
+    not a terminal (containers, log collectors).
     """
     if json is None:
-        json = not sys.stderr.isatty()
+        chosen = os.environ.get("HIRING_LOG_FORMAT", "").strip().lower()
+        json = chosen == "json" if chosen in ("json", "console") else not sys.stderr.isatty()
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
