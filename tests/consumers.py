@@ -74,15 +74,15 @@ class ConsumerProcess:
 
 
 async def eventually(
-    probe: Callable[[], Awaitable[T]], accept: Callable[[T], bool], timeout: float = 60.0, what: str = ""
+    probe: Callable[[], Awaitable[T]], accept: Callable[[T], bool], wait: float = 60.0, what: str = ""
 ) -> T:
     """Poll `probe` until `accept(value)`; fail with the last value seen."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + wait
     value = await probe()
     while not accept(value):
         if time.monotonic() > deadline:
             raise AssertionError(
-                f"timed out after {timeout:.0f}s waiting for {what or 'condition'}; last: {value!r}"
+                f"timed out after {wait:.0f}s waiting for {what or 'condition'}; last: {value!r}"
             )
         await asyncio.sleep(0.2)
         value = await probe()
@@ -98,7 +98,8 @@ async def counts(conn: asyncpg.Connection) -> dict[str, int]:
 
 async def objects(conn: asyncpg.Connection) -> list[dict[str, Any]]:
     rows = await conn.fetch(
-        "SELECT id, key, status, rows_loaded, rows_rejected, batches, error, lines_done FROM ingest_objects ORDER BY id"
+        "SELECT id, key, status, rows_loaded, rows_rejected, batches, error, lines_done"
+        " FROM ingest_objects ORDER BY id"
     )
     return [dict(r) for r in rows]
 

@@ -3,8 +3,12 @@ SQS queue, real `hiring ingest` processes, rows in a real PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -114,7 +118,7 @@ async def _depth(sqs: Any, url: str) -> int:
 async def test_later_upload_wins_when_events_arrive_in_reverse(fresh: Stack, tmp_path: Path) -> None:
     s3, sqs = fresh.s3(), fresh.sqs()
     s3.put_object(Bucket=fresh.bucket, Key="hired_employees/a.csv", Body=employees_csv(1, 300, "Old"))
-    time.sleep(0.05)  # S3 event times have millisecond precision: make the upload order unambiguous
+    await asyncio.sleep(0.05)  # S3 event times have millisecond precision: make the upload order unambiguous
     s3.put_object(Bucket=fresh.bucket, Key="hired_employees/b.csv", Body=employees_csv(200, 500, "New"))
     first, second = receive_all(sqs, fresh.queue_url, 2)
     first, second = sorted([first, second], key=lambda m: json.loads(m["Body"])["Records"][0]["eventTime"])
@@ -161,7 +165,7 @@ async def test_consumer_killed_mid_file_resumes_with_exact_counts(fresh: Stack, 
         ) + await conn.fetchval("SELECT count(*) FROM ingest_rejects")
         with ConsumerProcess(fresh.env, tmp_path / "second.log", **knobs) as second:
             obj = (
-                await eventually(lambda: objects(conn), lambda o: all_done(o, 1), timeout=120, what="resumed")
+                await eventually(lambda: objects(conn), lambda o: all_done(o, 1), wait=120, what="resumed")
             )[0]
             assert "resuming" in second.log()
         assert obj["status"] == "loaded"
@@ -271,7 +275,7 @@ async def test_sigterm_drains_and_hands_back_unfinished_work(fresh: Stack, tmp_p
         # The message was handed back (visibility 0): a second consumer picks it up at once and finishes.
         with ConsumerProcess(fresh.env, tmp_path / "second.log"):
             (obj,) = await eventually(
-                lambda: objects(conn), lambda o: all_done(o, 1), timeout=120, what="finished"
+                lambda: objects(conn), lambda o: all_done(o, 1), wait=120, what="finished"
             )
         assert obj["status"] == "loaded" and obj["rows_loaded"] == n
         assert await conn.fetchval("SELECT count(*) FROM hired_employees") == n
@@ -282,12 +286,9 @@ async def test_sigterm_drains_and_hands_back_unfinished_work(fresh: Stack, tmp_p
 
 @pytest.mark.parametrize("table", ["departments", "jobs"])
 async def test_replay_rebuilds_a_table_from_the_bucket(fresh: Stack, tmp_path: Path, table: str) -> None:
-    import subprocess
-    import sys
-
     s3 = fresh.s3()
     s3.put_object(Bucket=fresh.bucket, Key=f"{table}/one.csv", Body=b"1,A\n2,B\n")
-    time.sleep(0.05)
+    await asyncio.sleep(0.05)
     s3.put_object(Bucket=fresh.bucket, Key=f"{table}/two.csv", Body=b"2,B2\n3,C\nx,bad\n")
     conn = await fresh.connect()
     try:
@@ -298,9 +299,10 @@ async def test_replay_rebuilds_a_table_from_the_bucket(fresh: Stack, tmp_path: P
         assert before == {1: "A", 2: "B2", 3: "C"}
         await conn.execute(f"DELETE FROM {table}")
         await conn.execute(f"INSERT INTO {table} VALUES (99, 'stray', 0, 0)")
-        done = subprocess.run(
+        done = await asyncio.to_thread(
+            subprocess.run,
             [sys.executable, "-m", "services.cli", "replay", "--table", table],
-            env={**__import__("os").environ, **fresh.env, "HIRING_LOG_FORMAT": "json"},
+            env={**os.environ, **fresh.env, "HIRING_LOG_FORMAT": "json"},
             capture_output=True,
             text=True,
             timeout=120,
