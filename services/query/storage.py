@@ -37,6 +37,7 @@ class ObjectWriter:
         self._upload_id: str | None = None
         self._parts: list[dict[str, Any]] = []
         self._completed = False
+        self._version_id: str | None = None  # of the completed object, in a versioned bucket
         self.size = 0
 
     async def write(self, data: bytes) -> None:
@@ -57,15 +58,19 @@ class ObjectWriter:
     async def complete(self) -> None:
         if self._upload_id is None:
             raise RuntimeError("nothing was written")
-        await self._s3.complete_multipart_upload(
+        done = await self._s3.complete_multipart_upload(
             Bucket=self.bucket, Key=self.key, UploadId=self._upload_id, MultipartUpload={"Parts": self._parts}
         )
         self._completed = True
+        self._version_id = done.get("VersionId")
 
     async def discard(self) -> None:
-        """Abort the multipart upload, or delete the object if it was completed; never raises."""
+        """Abort the multipart upload, or delete the object (its version, in a versioned bucket) if it
+        was completed; never raises."""
         try:
-            if self._completed:
+            if self._completed and self._version_id:
+                await self._s3.delete_object(Bucket=self.bucket, Key=self.key, VersionId=self._version_id)
+            elif self._completed:
                 await self._s3.delete_object(Bucket=self.bucket, Key=self.key)
             elif self._upload_id is not None:
                 await self._s3.abort_multipart_upload(
