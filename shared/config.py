@@ -96,9 +96,6 @@ def load_settings(env: Mapping[str, str], *, service_name: str, require_queue: b
     bucket = env.get("S3_RAW_BUCKET", DEFAULT_BUCKET).strip()
     if not _BUCKET_RE.match(bucket):
         raise ConfigError(f"S3_RAW_BUCKET={bucket!r} is not a valid S3 bucket name")
-    queue_url = _url(env, "SQS_QUEUE_URL")
-    if require_queue and queue_url is None:
-        raise ConfigError("SQS_QUEUE_URL is not set: the ingest consumer needs the queue's URL")
     if "RDS_ENDPOINT" not in env:
         raise ConfigError("RDS_ENDPOINT is not set: the PostgreSQL host, host:port or socket directory")
     host, port = parse_endpoint(env["RDS_ENDPOINT"])
@@ -109,6 +106,9 @@ def load_settings(env: Mapping[str, str], *, service_name: str, require_queue: b
         user=env.get("RDS_USERNAME", "postgres").strip() or "postgres",
         password=env.get("RDS_PASSWORD", ""),
     )
+    queue_url = _url(env, "SQS_QUEUE_URL")
+    if require_queue and queue_url is None:
+        raise ConfigError("SQS_QUEUE_URL is not set: the ingest consumer needs the queue's URL")
     region = (env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1").strip()
     if not re.match(r"^[a-z]{2}(-[a-z]+)+-\d$", region):
         raise ConfigError(f"AWS_REGION={region!r} is not an AWS region name (like us-east-1)")
