@@ -8,9 +8,11 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Final
+from urllib.parse import unquote
 
 import structlog
 from aiohttp import BodyPartReader, web
+from botocore.exceptions import BotoCoreError, ClientError
 
 from services.query import sql
 from services.query.endpoints import Endpoint, Param
@@ -133,6 +135,8 @@ async def _receive_multipart(request: web.Request, batch: _Batch, table_param: s
             raise ApiError(400, "nested multipart bodies are not supported: send one file per part")
         if part.filename is None:
             continue  # a plain form field: nothing to store
+        # clients such as aiohttp percent-encode the name; others send it raw (where a '%' is rare)
+        filename = unquote(part.filename)
         if table_param is not None and batch.files:
             raise ApiError(
                 400, "?table= applies to a single file part; name each file after its table instead"
@@ -140,15 +144,15 @@ async def _receive_multipart(request: web.Request, batch: _Batch, table_param: s
         if table_param is not None:
             table = table_param
         else:
-            found = table_for_key(part.filename)
+            found = table_for_key(filename)
             if found is None:
                 raise ApiError(
                     400,
-                    f"cannot tell the table of file {part.filename!r}: name it after one of the known "
+                    f"cannot tell the table of file {filename!r}: name it after one of the known "
                     f"tables ({_KNOWN}), e.g. jobs.csv, or pass ?table=",
                 )
             table = found
-        await batch.receive(table, part.filename, _part_chunks(part))
+        await batch.receive(table, filename, _part_chunks(part))
 
 
 async def upload(request: web.Request) -> web.Response:
@@ -179,6 +183,10 @@ async def upload(request: web.Request) -> web.Response:
                 "or a text/csv body with ?table=",
             )
         await batch.commit()
+    except (BotoCoreError, ClientError) as exc:
+        await asyncio.shield(batch.rollback())
+        log.error("upload.storage_failed", error=str(exc), files=len(batch.files))
+        raise ApiError(502, f"the raw bucket did not take the file: {exc}") from None
     except BaseException as exc:
         await asyncio.shield(batch.rollback())
         if not isinstance(exc, ApiError):
