@@ -29,6 +29,7 @@ class ConsumerProcess:
             "HIRING_LOG_FORMAT": "json",
             "INGEST_WAIT_SECONDS": "1",
             "INGEST_RETRY_DELAY": "0",
+            "INGEST_VISIBILITY_TIMEOUT": "3",  # a postponed duplicate comes back within the test's patience
             **knobs,
         }
         self.proc: subprocess.Popen[bytes] | None = None

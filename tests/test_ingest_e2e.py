@@ -94,19 +94,14 @@ async def test_event_delivered_three_times_is_applied_once(fresh: Stack, tmp_pat
     conn = await fresh.connect()
     try:
         with ConsumerProcess(fresh.env, tmp_path / "c.log", INGEST_CONCURRENCY="3"):
-            await eventually(
-                lambda: conn.fetchval("SELECT count(*) FROM ingest_events"),
-                lambda n: n == 3,
-                what="3 deliveries",
-            )
             await eventually(lambda: _depth(sqs, fresh.queue_url), lambda n: n == 0, what="queue empty")
         objs = await objects(conn)
         assert len(objs) == 1 and objs[0]["status"] == "loaded" and objs[0]["rows_loaded"] == 4
         assert await counts(conn) == {"hired_employees": 0, "departments": 0, "jobs": 3, "ingest_rejects": 0}
         assert await conn.fetchval("SELECT job FROM jobs WHERE id = 3") == "Ops again"  # later line wins
         outcomes = sorted(r["outcome"] for r in await conn.fetch("SELECT outcome FROM ingest_events"))
-        assert outcomes.count("loaded") == 1 and len(outcomes) == 3
-        assert set(outcomes) <= {"loaded", "duplicate", "busy"}
+        # each delivery ends as loaded or duplicate (a busy one is postponed and seen again)
+        assert outcomes.count("loaded") == 1 and outcomes.count("loaded") + outcomes.count("duplicate") == 3
     finally:
         await conn.close()
 
@@ -239,9 +234,7 @@ async def test_two_consumers_given_the_same_object_apply_it_once(fresh: Stack, t
             ConsumerProcess(fresh.env, tmp_path / "b.log", **knobs),
         ):
             await eventually(
-                lambda: conn.fetchval("SELECT count(*) FROM ingest_events"),
-                lambda n: n == 4,
-                what="4 deliveries",
+                lambda: _depth(sqs, fresh.queue_url), lambda n: n == 0, what="4 deliveries handled"
             )
         (obj,) = await objects(conn)
         assert (obj["status"], obj["rows_loaded"], obj["rows_rejected"]) == ("loaded", 20_000 - 400, 400)
@@ -259,7 +252,7 @@ async def test_sigterm_drains_and_hands_back_unfinished_work(fresh: Stack, tmp_p
     n = 80_000
     fresh.s3().put_object(Bucket=fresh.bucket, Key="hired_employees/long.csv", Body=employees_csv(1, n))
     conn = await fresh.connect()
-    knobs = {"INGEST_BATCH_ROWS": "200", "INGEST_DRAIN_SECONDS": "1"}
+    knobs = {"INGEST_BATCH_ROWS": "200", "INGEST_DRAIN_SECONDS": "0"}
     try:
         first = ConsumerProcess(fresh.env, tmp_path / "first.log", **knobs).start()
         await eventually(

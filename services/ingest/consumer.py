@@ -22,6 +22,10 @@ from shared.dictionary import is_csv_key
 log = structlog.get_logger("ingest.consumer")
 
 
+class _LookAgainLater(Exception):
+    pass
+
+
 class ConsumerOptions(msgspec.Struct, frozen=True):
     concurrency: int = 4  # messages (files) in flight per process
     wait_seconds: int = 20  # long-poll
@@ -123,6 +127,10 @@ class Consumer:
             for event in decoded:
                 await self._apply(bound, message_id, event)
             await self._delete(receipt)
+        except _LookAgainLater as busy:
+            bound.info("message postponed", reason=str(busy), seconds=self._opts.visibility_timeout)
+            with contextlib.suppress(Exception):
+                await self._set_visibility(receipt, self._opts.visibility_timeout)
         except asyncio.CancelledError:
             bound.info("handing message back")
             with contextlib.suppress(Exception):
@@ -151,6 +159,9 @@ class Consumer:
         await self._loader.record_event(
             message_id, event, result.object_id, result.outcome.value, result.detail
         )
+        if result.outcome is Outcome.BUSY:
+            # Keep the message until that worker has committed: if it dies, this one finishes the file.
+            raise _LookAgainLater(f"object {result.object_id} is being applied by another worker")
         if result.outcome is Outcome.FAILED:
             ev_log.error("object failed", object_id=result.object_id, reason=result.detail)
         elif result.outcome is not Outcome.LOADED:

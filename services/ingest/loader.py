@@ -31,7 +31,7 @@ log = structlog.get_logger("ingest.loader")
 class Outcome(enum.Enum):
     LOADED = "loaded"  # applied now
     DUPLICATE = "duplicate"  # this version was already applied (or failed for good)
-    BUSY = "busy"  # another worker holds this version; its own message guarantees progress
+    BUSY = "busy"  # another worker holds this version right now: look again later
     FAILED = "failed"  # cannot ever be applied (unreadable, gone, no table): marked in the ledger
 
 

@@ -22,16 +22,20 @@ INSERT INTO ingest_events (message_id, event_name, bucket, key, version, etag, s
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
 """
 
-TRY_LOCK_OBJECT: Final = "SELECT pg_try_advisory_lock($1::bigint)"
-UNLOCK_OBJECT: Final = "SELECT pg_advisory_unlock($1::bigint)"
+# Advisory locks in the two-key space, under namespaces of our own, so they cannot collide with
+# other users of single-key advisory locks (the migration lock is one).
+OBJECT_LOCKS: Final = 0x4849_0001  # key 2: the ledger id of an object version
+TABLE_LOCKS: Final = 0x4849_0002  # key 2: table_lock_id(table)
+TRY_LOCK_OBJECT: Final = f"SELECT pg_try_advisory_lock({OBJECT_LOCKS}, ($1::bigint % 2147483648)::int)"
+UNLOCK_OBJECT: Final = f"SELECT pg_advisory_unlock({OBJECT_LOCKS}, ($1::bigint % 2147483648)::int)"
 
 # Each consumer holds its table's lock shared (session level) while it applies a file; `hiring
 # replay` holds it exclusively while it rebuilds the table, so consumers wait at the start of a file
 # instead of writing into a table about to be swapped out.
-TABLE_LOCK_SHARED: Final = "SELECT pg_advisory_lock_shared($1::bigint)"
-TABLE_UNLOCK_SHARED: Final = "SELECT pg_advisory_unlock_shared($1::bigint)"
-TABLE_LOCK_EXCLUSIVE: Final = "SELECT pg_advisory_lock($1::bigint)"
-TABLE_UNLOCK_EXCLUSIVE: Final = "SELECT pg_advisory_unlock($1::bigint)"
+TABLE_LOCK_SHARED: Final = f"SELECT pg_advisory_lock_shared({TABLE_LOCKS}, $1::int)"
+TABLE_UNLOCK_SHARED: Final = f"SELECT pg_advisory_unlock_shared({TABLE_LOCKS}, $1::int)"
+TABLE_LOCK_EXCLUSIVE: Final = f"SELECT pg_advisory_lock({TABLE_LOCKS}, $1::int)"
+TABLE_UNLOCK_EXCLUSIVE: Final = f"SELECT pg_advisory_unlock({TABLE_LOCKS}, $1::int)"
 
 LOAD_OBJECT: Final = """
 SELECT id, status, lines_done, bytes_done, rows_loaded, rows_rejected, batches, order_key, table_name,
@@ -83,7 +87,7 @@ WHERE table_name = $1 AND bucket = $2 ORDER BY order_key
 
 def table_lock_id(table: str) -> int:
     """A stable advisory-lock id per table (not Python's salted hash)."""
-    return 0x7461_0000 + sorted(TABLES).index(table)
+    return sorted(TABLES).index(table)
 
 
 # ---- batches ----------------------------------------------------------------------------------
