@@ -10,12 +10,12 @@ from aiohttp import web
 
 from services.query import sql
 from services.query.endpoints import Endpoint
-from services.query.http import json_response
+from services.query.http import encode, json_response
 from services.query.schemas import Health, Readiness
 from services.query.state import POOL, S3, SETTINGS
 
 CHECK_TIMEOUT: Final = 3.0
-_HEALTHY: Final = json_response(Health(status="ok")).body
+_HEALTHY: Final = encode(Health(status="ok"))
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import re
 from typing import Final
 
 from aiohttp import web
 
 from services.query.endpoints import Endpoint, Param
-from services.query.errors import ApiError
 from services.query.http import csv_response, raw_json_response, wants_csv
 from services.query.metrics import DEPARTMENTS_COLUMNS, HIRES_COLUMNS
+from services.query.params import int_param
 from services.query.schemas import DepartmentRow, ErrorBody, HireRow
 from services.query.state import METRICS
 
@@ -19,12 +18,7 @@ DEFAULT_YEAR: Final = 2021
 
 def parse_year(raw: str | None) -> int:
     """`?year=`: an integer from 1 to 9999 (default 2021); anything else is a 400."""
-    if raw is None:
-        return DEFAULT_YEAR
-    text = raw.strip()
-    if not re.fullmatch(r"[0-9]{1,4}", text) or not 1 <= int(text) <= 9999:
-        raise ApiError(400, f"bad year {raw!r}: expected an integer from 1 to 9999")
-    return int(text)
+    return int_param(raw, "year", DEFAULT_YEAR, 1, 9999)
 
 
 async def hires(request: web.Request) -> web.Response:

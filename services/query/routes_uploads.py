@@ -18,6 +18,7 @@ from services.query import sql
 from services.query.endpoints import Endpoint, Param
 from services.query.errors import ApiError
 from services.query.http import json_response
+from services.query.params import int_param
 from services.query.schemas import (
     ErrorBody,
     Reject,
@@ -244,19 +245,10 @@ async def upload_status(request: web.Request) -> web.Response:
     return json_response(body)
 
 
-def _int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query.get(name)
-    if raw is None:
-        return default
-    if not re.fullmatch(r"[0-9]{1,10}", raw.strip()) or not low <= int(raw) <= high:
-        raise ApiError(400, f"bad {name} {raw!r}: expected an integer from {low} to {high}")
-    return int(raw)
-
-
 async def upload_rejects(request: web.Request) -> web.Response:
     upload_id = _upload_id(request)
-    limit = _int_param(request, "limit", DEFAULT_REJECTS_LIMIT, 1, MAX_REJECTS_LIMIT)
-    offset = _int_param(request, "offset", 0, 0, 2**31 - 1)
+    limit = int_param(request.query.get("limit"), "limit", DEFAULT_REJECTS_LIMIT, 1, MAX_REJECTS_LIMIT)
+    offset = int_param(request.query.get("offset"), "offset", 0, 0, 2**31 - 1)
     row = await _status_row(request, upload_id)
     rejects: list[Reject] = []
     next_offset: int | None = None
