@@ -441,3 +441,22 @@ async def test_upload_made_by_other_tools_is_unknown(client: Client, fresh: Stac
     """An object put straight into the bucket has no upload row: nothing to report here."""
     await asyncio.to_thread(fresh.s3().put_object, Bucket=fresh.bucket, Key="jobs/direct.csv", Body=JOBS)
     await _error(await client.get(f"/uploads/{uuid.uuid4()}"), 404)
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("multipart/form-data; boundary=xyz", b"this is not a multipart body"),
+        ("multipart/form-data", b"--xyz\r\n\r\n--xyz--\r\n"),
+        (
+            "multipart/form-data; boundary=xyz",
+            b'--xyz\r\nContent-Disposition: form-data; name="f"; filename="jobs.csv"\r\n',
+        ),
+    ],
+)
+async def test_malformed_multipart_is_400(
+    client: Client, fresh: Stack, seed: Seed, content_type: str, body: bytes
+) -> None:
+    response = await client.post("/upload", data=body, headers={"Content-Type": content_type})
+    assert "multipart" in await _error(response, 400)
+    await _assert_nothing_left(fresh, seed)

@@ -124,6 +124,8 @@ class _Batch:
 async def _part_chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
     while chunk := await part.read_chunk(READ_SIZE):
         yield chunk
+    if not part.at_eof():  # the body ended before the part's closing boundary: a truncated file
+        raise ApiError(400, f"malformed multipart body: the part of {part.filename!r} is cut short")
 
 
 async def _receive_multipart(request: web.Request, batch: _Batch, table_param: str | None) -> None:
