@@ -452,6 +452,10 @@ async def test_upload_made_by_other_tools_is_unknown(client: Client, fresh: Stac
             "multipart/form-data; boundary=xyz",
             b'--xyz\r\nContent-Disposition: form-data; name="f"; filename="jobs.csv"\r\n',
         ),
+        (  # a file cut short: its bytes, but no closing boundary
+            "multipart/form-data; boundary=xyz",
+            b'--xyz\r\nContent-Disposition: form-data; name="f"; filename="jobs.csv"\r\n\r\n1,Clerk\n',
+        ),
     ],
 )
 async def test_malformed_multipart_is_400(
