@@ -24,12 +24,17 @@ ClientFactory = Callable[..., Awaitable[TestClient[web.Request, web.Application]
 
 
 @pytest.fixture
-async def make_client(fresh: Stack, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[ClientFactory]:
+def aws_credentials(fresh: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stack's test credentials in this process's environment, where the app's S3 client looks."""
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(var, fresh.env[var])
+
+
+@pytest.fixture
+async def make_client(fresh: Stack, aws_credentials: None) -> AsyncIterator[ClientFactory]:
     """`await make_client(api_keys=..., options=...)`: a client of a query app started for this test
     (against this test's bucket and the emptied tables); all are closed at the end of the test."""
     clients: list[TestClient[web.Request, web.Application]] = []
-    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):  # the S3 client reads them from the process
-        monkeypatch.setenv(var, fresh.env[var])
 
     async def make(
         *, api_keys: str = "", options: QueryOptions | None = None, env: dict[str, str] | None = None
