@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import signal
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -49,9 +50,7 @@ def build_app(
         options = load_options(os.environ if env is None else env)
     if api_keys is not None:
         keys = parse_api_keys(api_keys) if isinstance(api_keys, str) else api_keys
-        options = QueryOptions(
-            max_upload_bytes=options.max_upload_bytes, api_keys=keys, db_pool_size=options.db_pool_size
-        )
+        options = dataclasses.replace(options, api_keys=keys)
     by_route: dict[tuple[str, str], Endpoint] = {(ep.method, ep.path): ep for ep in ENDPOINTS}
     app = web.Application(middlewares=[error_middleware, auth_middleware(options.api_keys, by_route)])
     app[SETTINGS] = settings
