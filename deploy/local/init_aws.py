@@ -19,6 +19,7 @@ import json
 import os
 import sys
 import time
+from typing import Any
 
 import botocore.session
 from botocore.config import Config
@@ -35,16 +36,22 @@ def log(message: str) -> None:
     print(f"aws-init: {message}", flush=True)
 
 
-def wait_for(s3: object) -> None:
+def wait_for(s3: Any) -> None:
     deadline = time.monotonic() + WAIT_FOR_ENDPOINT_S
     while True:
         try:
-            s3.list_buckets()  # type: ignore[attr-defined]
+            s3.list_buckets()
             return
         except (BotoCoreError, ClientError) as exc:
             if time.monotonic() > deadline:
-                raise SystemExit(f"aws-init: endpoint not reachable after {WAIT_FOR_ENDPOINT_S}s: {exc}") from exc
+                message = f"aws-init: no answer from the endpoint in {WAIT_FOR_ENDPOINT_S}s: {exc}"
+                raise SystemExit(message) from exc
             time.sleep(1)
+
+
+def queue_arn(sqs: Any, url: str) -> str:
+    attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]
+    return str(attributes["QueueArn"])
 
 
 def main() -> int:
@@ -68,12 +75,11 @@ def main() -> int:
     # Queues: the DLQ first, then the queue that redrives to it.
     dlq_url = sqs.create_queue(QueueName=dlq_name)["QueueUrl"]
     sqs.set_queue_attributes(QueueUrl=dlq_url, Attributes={"MessageRetentionPeriod": "1209600"})
-    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    dlq_arn = queue_arn(sqs, dlq_url)
 
     queue_url = sqs.create_queue(QueueName=queue_name)["QueueUrl"]
-    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    partition_account = queue_arn.split(":")
-    bucket_arn = f"arn:{partition_account[1]}:s3:::{bucket}"
+    ingest_arn = queue_arn(sqs, queue_url)
+    bucket_arn = f"arn:{ingest_arn.split(':')[1]}:s3:::{bucket}"
     policy = {
         "Version": "2012-10-17",
         "Statement": [
@@ -82,7 +88,7 @@ def main() -> int:
                 "Effect": "Allow",
                 "Principal": {"Service": "s3.amazonaws.com"},
                 "Action": "sqs:SendMessage",
-                "Resource": queue_arn,
+                "Resource": ingest_arn,
                 "Condition": {"ArnEquals": {"aws:SourceArn": bucket_arn}},
             }
         ],
@@ -105,7 +111,8 @@ def main() -> int:
         else:
             s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": region})
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+        code = exc.response.get("Error", {}).get("Code")
+        if code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
             raise
     s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
     s3.put_bucket_notification_configuration(
@@ -114,7 +121,7 @@ def main() -> int:
             "QueueConfigurations": [
                 {
                     "Id": "csv-to-ingest-queue",
-                    "QueueArn": queue_arn,
+                    "QueueArn": ingest_arn,
                     "Events": ["s3:ObjectCreated:*"],
                     "Filter": {"Key": {"FilterRules": [{"Name": "suffix", "Value": ".csv"}]}},
                 }

@@ -1,6 +1,8 @@
 # ingest: scaled on the queue's backlog per running task, down to zero tasks when it is empty.
-#   - target tracking keeps ApproximateNumberOfMessagesVisible / RunningTaskCount near
-#     var.ingest_backlog_per_task (scaling out and in, to var.ingest_min_count, 0 by default);
+#   - target tracking keeps (ApproximateNumberOfMessagesVisible + ...NotVisible) / RunningTaskCount
+#     near var.ingest_backlog_per_task, scaling out and in (to var.ingest_min_count, 0 by default).
+#     Messages in flight count too: while a task works on a file the metric stays above 0, and
+#     target tracking (which rounds up) keeps at least one task instead of stopping it mid-file;
 #   - target tracking cannot leave zero (with no task the per-task metric has no value), so a
 #     step-scaling alarm adds the first task when messages are visible and no task runs.
 # query: target tracking on average CPU.
@@ -49,6 +51,23 @@ resource "aws_appautoscaling_policy" "ingest_backlog" {
       }
 
       metrics {
+        id          = "in_flight"
+        label       = "Messages being processed"
+        return_data = false
+        metric_stat {
+          stat = "Average"
+          metric {
+            namespace   = "AWS/SQS"
+            metric_name = "ApproximateNumberOfMessagesNotVisible"
+            dimensions {
+              name  = "QueueName"
+              value = aws_sqs_queue.ingest.name
+            }
+          }
+        }
+      }
+
+      metrics {
         id          = "tasks"
         label       = "Running ingest tasks"
         return_data = false
@@ -71,8 +90,8 @@ resource "aws_appautoscaling_policy" "ingest_backlog" {
 
       metrics {
         id          = "backlog_per_task"
-        label       = "Visible messages per running ingest task"
-        expression  = "visible / tasks"
+        label       = "Queued and in-flight messages per running ingest task"
+        expression  = "(visible + in_flight) / tasks"
         return_data = true
       }
     }

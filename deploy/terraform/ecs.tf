@@ -190,6 +190,8 @@ resource "aws_ecs_service" "ingest" {
   lifecycle {
     ignore_changes = [desired_count] # owned by the autoscaling once created
   }
+
+  depends_on = [aws_iam_role_policy.execution, aws_iam_role_policy.ingest]
 }
 
 resource "aws_ecs_service" "query" {
@@ -225,4 +227,6 @@ resource "aws_ecs_service" "query" {
   lifecycle {
     ignore_changes = [desired_count] # owned by the autoscaling once created
   }
+
+  depends_on = [aws_iam_role_policy.execution, aws_iam_role_policy.query]
 }

@@ -3,6 +3,17 @@
 #   ingest task role: read the raw bucket's objects and versions, consume its queue;
 #   query task role: write uploads under the tables' prefixes, check the bucket (HeadBucket).
 
+data "aws_iam_policy_document" "ecs_execution_assume" {
+  statement {
+    actions = ["sts:AssumeRole"]
+    principals {
+      type        = "Service"
+      identifiers = ["ecs-tasks.amazonaws.com"]
+    }
+  }
+}
+
+# Task roles: only tasks of this account's ECS may assume them (confused-deputy guard).
 data "aws_iam_policy_document" "ecs_tasks_assume" {
   statement {
     actions = ["sts:AssumeRole"]
@@ -26,7 +37,7 @@ data "aws_iam_policy_document" "ecs_tasks_assume" {
 # ---------------------------------------------------------------- execution role
 resource "aws_iam_role" "execution" {
   name               = "${local.name}-ecs-execution"
-  assume_role_policy = data.aws_iam_policy_document.ecs_tasks_assume.json
+  assume_role_policy = data.aws_iam_policy_document.ecs_execution_assume.json
 }
 
 data "aws_iam_policy_document" "execution" {

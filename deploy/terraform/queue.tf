@@ -21,6 +21,23 @@ resource "aws_sqs_queue" "ingest" {
   })
 }
 
+# Something landed in the DLQ: a file whose processing failed 5 times (see the consumer's logs).
+resource "aws_cloudwatch_metric_alarm" "ingest_dlq" {
+  alarm_name          = "${local.name}-ingest-dlq-not-empty"
+  alarm_description   = "Messages in ${local.dlq_name}: an S3 event failed ${var.sqs_max_receive_count} times. Inspect, fix, then redrive."
+  namespace           = "AWS/SQS"
+  metric_name         = "ApproximateNumberOfMessagesVisible"
+  dimensions          = { QueueName = aws_sqs_queue.ingest_dlq.name }
+  statistic           = "Maximum"
+  period              = 300
+  evaluation_periods  = 1
+  threshold           = 0
+  comparison_operator = "GreaterThanThreshold"
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = var.alarm_actions
+  ok_actions          = var.alarm_actions
+}
+
 resource "aws_sqs_queue_redrive_allow_policy" "ingest_dlq" {
   queue_url = aws_sqs_queue.ingest_dlq.id
   redrive_allow_policy = jsonencode({

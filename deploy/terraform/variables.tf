@@ -28,6 +28,12 @@ variable "tags" {
   default     = {}
 }
 
+variable "alarm_actions" {
+  description = "ARNs (e.g. an SNS topic) notified by the stack's alarms (dead-letter queue not empty)."
+  type        = list(string)
+  default     = []
+}
+
 variable "log_retention_days" {
   description = "Retention of every CloudWatch log group this stack creates."
   type        = number
