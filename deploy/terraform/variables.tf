@@ -114,9 +114,9 @@ variable "db_engine_version" {
 }
 
 variable "db_instance_class" {
-  description = "RDS instance class."
+  description = "RDS instance class. Size it for the connections: each ingest task opens up to ingest_concurrency + 4, each query task up to 10 (HIRING_QUERY_DB_POOL); at the default maximums that is 10 x 8 + 6 x 10 = 140, and a db.t4g.small allows about 190 (a micro about 80)."
   type        = string
-  default     = "db.t4g.micro"
+  default     = "db.t4g.small"
 }
 
 variable "db_allocated_storage" {
