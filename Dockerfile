@@ -36,7 +36,7 @@ RUN python -c "import os, re, tomllib; skip = set(os.environ.get('DEV_ONLY_DEPS'
 COPY . .
 # The services must import without the dev-only packages (only services/dev may use them).
 RUN pip install --no-deps . \
- && (cd / && python -c "import services.cli, services.ingest.app, services.ingest.cli_replay, services.query.app, shared.db") \
+ && python -P -c "import services.cli, services.ingest.app, services.ingest.cli_replay, services.query.app, shared.db" \
  && python -m compileall -q /opt/hiring/lib \
  && python -m pip uninstall -y pip setuptools wheel \
  && hiring --help > /dev/null
