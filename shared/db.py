@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import importlib.resources
-from typing import Any
+import re
+from collections.abc import Iterator
+from typing import Any, ClassVar
 
 import asyncpg
+from opentelemetry import trace
 
 from shared.config import DatabaseSettings
 
@@ -19,7 +24,13 @@ async def connect(db: DatabaseSettings, **kwargs: Any) -> asyncpg.Connection:
     )
 
 
-async def create_pool(db: DatabaseSettings, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+async def create_pool(
+    db: DatabaseSettings, *, min_size: int = 1, max_size: int = 10, tracer: trace.Tracer | None = None
+) -> asyncpg.Pool:
+    """A pool; with a `tracer`, every statement run on its connections is a CLIENT span."""
+    extra: dict[str, Any] = {}
+    if tracer is not None:
+        extra["connection_class"] = traced_connection_class(tracer, db)
     pool = await asyncpg.create_pool(
         host=db.host,
         port=db.port,
@@ -29,9 +40,120 @@ async def create_pool(db: DatabaseSettings, *, min_size: int = 1, max_size: int 
         min_size=min_size,
         max_size=max_size,
         command_timeout=600,
+        **extra,
     )
     assert pool is not None
     return pool
+
+
+# ---- tracing ------------------------------------------------------------------------------------
+# A Connection subclass per pool (asyncpg's documented `connection_class`), so the tracer is the one
+# the composition root handed over: nothing is patched process-wide, unlike
+# opentelemetry-instrumentation-asyncpg, which wraps asyncpg's classes for the whole process and does
+# not trace COPY. Spans follow the database semantic conventions; a statement's text is recorded,
+# its arguments never are.
+
+_untraced: contextvars.ContextVar[bool] = contextvars.ContextVar("hiring_db_untraced", default=False)
+_FIRST_WORD = re.compile(r"\s*(?:--[^\n]*\n\s*)*([A-Za-z]+)")
+_TARGETS = {
+    "INSERT": re.compile(r"\bINTO\s+([A-Za-z_][\w.]*)", re.IGNORECASE),
+    "UPDATE": re.compile(r"\bUPDATE\s+([A-Za-z_][\w.]*)", re.IGNORECASE),
+    "DELETE": re.compile(r"\bFROM\s+([A-Za-z_][\w.]*)", re.IGNORECASE),
+    "SELECT": re.compile(r"\bFROM\s+([A-Za-z_][\w.]*)", re.IGNORECASE),
+}
+MAX_QUERY_TEXT = 2000
+
+
+def operation_of(query: str) -> str:
+    """The statement's first keyword, upper-cased (SELECT, INSERT, WITH, ...)."""
+    found = _FIRST_WORD.match(query)
+    return found.group(1).upper() if found else "QUERY"
+
+
+def target_of(operation: str, query: str) -> str | None:
+    """The table a plain INSERT/UPDATE/DELETE/SELECT works on (its first one), for the span name."""
+    pattern = _TARGETS.get(operation)
+    found = pattern.search(query) if pattern is not None else None
+    return found.group(1) if found else None
+
+
+class TracedConnection(asyncpg.Connection):  # type: ignore[misc]  # asyncpg is untyped
+    _hiring_tracer: ClassVar[trace.Tracer]
+    _hiring_attributes: ClassVar[dict[str, str | int]]
+
+    @contextlib.contextmanager
+    def _traced(self, operation: str, query: str | None, collection: str | None = None) -> Iterator[None]:
+        if _untraced.get():
+            yield
+            return
+        if collection is None and query is not None:
+            collection = target_of(operation, query)
+        attributes: dict[str, str | int] = {
+            **self._hiring_attributes,
+            "db.operation": operation,
+            "db.operation.name": operation,
+        }
+        if query is not None:
+            text = query.strip()[:MAX_QUERY_TEXT]
+            attributes["db.statement"] = text
+            attributes["db.query.text"] = text
+        if collection is not None:
+            attributes["db.collection.name"] = collection
+        name = f"{operation} {collection}" if collection else operation
+        with self._hiring_tracer.start_as_current_span(
+            name, kind=trace.SpanKind.CLIENT, attributes=attributes
+        ):
+            yield
+
+    async def execute(self, query: str, *args: Any, **kwargs: Any) -> Any:
+        with self._traced(operation_of(query), query):
+            return await super().execute(query, *args, **kwargs)
+
+    async def executemany(self, command: str, args: Any, **kwargs: Any) -> Any:
+        with self._traced(operation_of(command), command):
+            return await super().executemany(command, args, **kwargs)
+
+    async def fetch(self, query: str, *args: Any, **kwargs: Any) -> Any:
+        with self._traced(operation_of(query), query):
+            return await super().fetch(query, *args, **kwargs)
+
+    async def fetchrow(self, query: str, *args: Any, **kwargs: Any) -> Any:
+        with self._traced(operation_of(query), query):
+            return await super().fetchrow(query, *args, **kwargs)
+
+    async def fetchval(self, query: str, *args: Any, **kwargs: Any) -> Any:
+        with self._traced(operation_of(query), query):
+            return await super().fetchval(query, *args, **kwargs)
+
+    async def copy_records_to_table(self, table_name: str, **kwargs: Any) -> Any:
+        with self._traced("COPY", None, table_name):
+            return await super().copy_records_to_table(table_name, **kwargs)
+
+    async def copy_to_table(self, table_name: str, **kwargs: Any) -> Any:
+        with self._traced("COPY", None, table_name):
+            return await super().copy_to_table(table_name, **kwargs)
+
+    async def reset(self, **kwargs: Any) -> Any:
+        # The pool resets a connection on every release: bookkeeping, not the service's own SQL.
+        token = _untraced.set(True)
+        try:
+            return await super().reset(**kwargs)
+        finally:
+            _untraced.reset(token)
+
+
+def traced_connection_class(tracer: trace.Tracer, db: DatabaseSettings) -> type[TracedConnection]:
+    attributes: dict[str, str | int] = {
+        "db.system": "postgresql",
+        "db.system.name": "postgresql",
+        "db.name": db.database,
+        "db.namespace": db.database,
+        "server.address": db.host,
+        "server.port": db.port,
+    }
+    return type(
+        "TracedConnection", (TracedConnection,), {"_hiring_tracer": tracer, "_hiring_attributes": attributes}
+    )
 
 
 def migrations() -> list[tuple[int, str, str]]:

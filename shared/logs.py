@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 import structlog
+from opentelemetry import trace
 
 
 def configure_logging(service: str, *, json: bool | None = None, level: str = "INFO") -> None:
@@ -21,6 +22,7 @@ def configure_logging(service: str, *, json: bool | None = None, level: str = "I
         json = chosen == "json" if chosen in ("json", "console") else not sys.stderr.isatty()
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
+        add_trace_context,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _add_service(service),
@@ -43,3 +45,15 @@ def _add_service(service: str) -> Any:
         return event
 
     return processor
+
+
+def add_trace_context(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+    """`trace_id` and `span_id` (hex, as trace back ends show them) of the current span, if any.
+
+    Reads OpenTelemetry's context (a contextvar), not a provider: works whoever made the span, and
+    adds nothing when tracing is off (no-op spans have no valid context)."""
+    ctx = trace.get_current_span().get_span_context()
+    if ctx.is_valid:
+        event.setdefault("trace_id", trace.format_trace_id(ctx.trace_id))
+        event.setdefault("span_id", trace.format_span_id(ctx.span_id))
+    return event

@@ -10,9 +10,11 @@ import structlog
 
 from services.ingest.consumer import Consumer, ConsumerOptions
 from services.ingest.loader import Loader, LoaderOptions
+from services.ingest.telemetry import IngestTelemetry
 from shared.aws import AwsClients
 from shared.config import Settings, int_setting
 from shared.db import connect, create_pool, migrate
+from shared.telemetry import Telemetry, setup_telemetry
 
 log = structlog.get_logger("ingest")
 
@@ -36,9 +38,27 @@ def load_options(env: Mapping[str, str]) -> IngestOptions:
     )
 
 
-async def run_ingest(settings: Settings, options: IngestOptions, stop: asyncio.Event) -> None:
-    """One consumer process: migrate, then consume until `stop` is set, then drain."""
+async def run_ingest(
+    settings: Settings, options: IngestOptions, stop: asyncio.Event, *, telemetry: Telemetry | None = None
+) -> None:
+    """One consumer process: migrate, then consume until `stop` is set, then drain.
+
+    Telemetry comes from `settings.telemetry` (OTLP export when OTEL_EXPORTER_OTLP_ENDPOINT is set)
+    unless the caller passes its own, which it then also shuts down itself."""
     assert settings.queue_url is not None, "load_settings(require_queue=True) guarantees it"
+    owned = telemetry is None
+    telemetry = setup_telemetry(settings.telemetry) if telemetry is None else telemetry
+    try:
+        await _consume(settings, options, stop, telemetry)
+    finally:
+        if owned:
+            await asyncio.to_thread(telemetry.shutdown)  # flush the last spans and metrics
+
+
+async def _consume(
+    settings: Settings, options: IngestOptions, stop: asyncio.Event, telemetry: Telemetry
+) -> None:
+    assert settings.queue_url is not None
     conn = await connect(settings.db)
     try:
         applied = await migrate(conn)
@@ -46,15 +66,20 @@ async def run_ingest(settings: Settings, options: IngestOptions, stop: asyncio.E
             log.info("schema migrated", applied=applied)
     finally:
         await conn.close()
+    tracer = telemetry.tracer("hiring.ingest") if telemetry.enabled else None
     # One connection per file in flight (it holds the file's lock) plus a few for the ledger.
-    pool = await create_pool(settings.db, min_size=1, max_size=options.consumer.concurrency + 4)
-    clients = AwsClients(settings.aws)
+    pool = await create_pool(
+        settings.db, min_size=1, max_size=options.consumer.concurrency + 4, tracer=tracer
+    )
+    clients = AwsClients(settings.aws, tracer=tracer)
+    ingest_telemetry = IngestTelemetry(telemetry)
     try:
         async with (
             clients.s3(max_pool_connections=options.consumer.concurrency + 4) as s3,
             clients.sqs() as sqs,
         ):
-            loader = Loader(pool, s3, options.loader)
-            await Consumer(sqs, settings.queue_url, loader, options.consumer).run(stop)
+            loader = Loader(pool, s3, options.loader, ingest_telemetry)
+            consumer = Consumer(sqs, settings.queue_url, loader, options.consumer, ingest_telemetry)
+            await consumer.run(stop)
     finally:
         await pool.close()

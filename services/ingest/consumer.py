@@ -14,10 +14,13 @@ from typing import Any
 
 import msgspec
 import structlog
+from opentelemetry import trace
 
 from services.ingest.events import ObjectEvent, TestEvent, Undecodable, decode_message, is_object_created
 from services.ingest.loader import Loader, Outcome
+from services.ingest.telemetry import IngestTelemetry
 from shared.dictionary import is_csv_key
+from shared.telemetry import current_trace_id
 
 log = structlog.get_logger("ingest.consumer")
 
@@ -37,10 +40,17 @@ class ConsumerOptions(msgspec.Struct, frozen=True):
 
 class Consumer:
     def __init__(
-        self, sqs: Any, queue_url: str, loader: Loader, options: ConsumerOptions | None = None
+        self,
+        sqs: Any,
+        queue_url: str,
+        loader: Loader,
+        options: ConsumerOptions | None = None,
+        telemetry: IngestTelemetry | None = None,
     ) -> None:
         self._sqs = sqs
         self._queue_url = queue_url
+        self._queue_name = queue_url.rstrip("/").rsplit("/", 1)[-1]
+        self._tel = telemetry or IngestTelemetry()
         self._loader = loader
         self._opts = options or ConsumerOptions()
         self._slots = asyncio.Semaphore(self._opts.concurrency)
@@ -54,8 +64,12 @@ class Consumer:
             while free < self._opts.max_messages and not self._slots.locked():
                 await self._slots.acquire()
                 free += 1
+            receive: trace.SpanContext | None = None
             try:
-                messages = await self._receive(stop, free)
+                with self._tel.receiving(self._queue_name) as receiving:
+                    receive = receiving.get_span_context()
+                    messages = await self._receive(stop, free)
+                    self._tel.received(receiving, messages)
             except Exception as exc:
                 log.error("receive failed", error=str(exc))
                 messages = []
@@ -64,7 +78,7 @@ class Consumer:
             for _ in range(free - len(messages)):
                 self._slots.release()
             for message in messages:
-                task = asyncio.create_task(self._handle(message))
+                task = asyncio.create_task(self._process(message, receive))
                 self._inflight.add(task)
                 task.add_done_callback(self._done)
         await self._drain()
@@ -104,6 +118,11 @@ class Consumer:
         if pending:
             await asyncio.wait(pending)
 
+    async def _process(self, message: dict[str, Any], receive: trace.SpanContext | None) -> None:
+        receives = int(message.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
+        with self._tel.processing(self._queue_name, message, receives, receive):
+            await self._handle(message)
+
     async def _handle(self, message: dict[str, Any]) -> None:
         receipt = message["ReceiptHandle"]
         message_id = message.get("MessageId")
@@ -122,10 +141,14 @@ class Consumer:
                     "undecodable message", reason=decoded.reason, body=str(message.get("Body", ""))[:200]
                 )
                 await self._loader.record_event(message_id, None, None, "undecodable", decoded.reason)
+                self._tel.message_left("undecodable", receives)
                 await self._retry_later(receipt, receives)
                 return
             for event in decoded:
-                await self._apply(bound, message_id, event)
+                with self._tel.object_span(
+                    self._queue_name, event, separate=len(decoded) > 1, benign=(_LookAgainLater,)
+                ):
+                    await self._apply(bound, message_id, event)
             await self._delete(receipt)
         except _LookAgainLater as busy:
             bound.info("message postponed", reason=str(busy), seconds=self._opts.visibility_timeout)
@@ -140,6 +163,7 @@ class Consumer:
             bound.error(
                 "message failed; it will be retried", error=f"{type(exc).__name__}: {exc}", exc_info=True
             )
+            self._tel.message_left("error", receives, exc)
             with contextlib.suppress(Exception):
                 await self._retry_later(receipt, receives)
         finally:
@@ -155,7 +179,8 @@ class Consumer:
             ev_log.info("event ignored: not a .csv key")
             await self._loader.record_event(message_id, event, None, "ignored", "not a .csv key")
             return
-        result = await self._loader.ingest(event)
+        result = await self._loader.ingest(event, trace_id=current_trace_id())
+        self._tel.object_done(event, result)
         await self._loader.record_event(
             message_id, event, result.object_id, result.outcome.value, result.detail
         )

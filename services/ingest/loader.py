@@ -23,6 +23,7 @@ from services.ingest import sql
 from services.ingest.batches import Batch, BatchBuilder
 from services.ingest.events import ObjectEvent, order_key
 from services.ingest.reader import CsvRecordReader
+from services.ingest.telemetry import IngestTelemetry
 from shared.dictionary import TABLES, Table, table_for_key
 
 log = structlog.get_logger("ingest.loader")
@@ -78,10 +79,17 @@ _DENIED_CODES = {"AccessDenied", "403", "InvalidObjectState"}
 
 
 class Loader:
-    def __init__(self, pool: asyncpg.Pool, s3: Any, options: LoaderOptions | None = None) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        s3: Any,
+        options: LoaderOptions | None = None,
+        telemetry: IngestTelemetry | None = None,
+    ) -> None:
         self._pool = pool
         self._s3 = s3
         self._opts = options or LoaderOptions()
+        self._tel = telemetry or IngestTelemetry()
 
     # ---- identity ---------------------------------------------------------------------------
 
@@ -184,6 +192,7 @@ class Loader:
                 return Result(Outcome.DUPLICATE, object_id)
             await self._pool.execute(sql.FAIL_OBJECT, object_id, str(exc))
             return Result(Outcome.FAILED, object_id, detail=str(exc))
+        self._tel.object_resolved(resolved.version, resolved.metadata)
         object_id, status = await self.register(ev, resolved, table)
         if status != "processing":
             return Result(Outcome.DUPLICATE, object_id)
@@ -288,7 +297,7 @@ class Loader:
         async def commit() -> None:
             nonlocal lines_done, loaded, rejected, n_batches
             while (batch := await queue.get()) is not None:
-                async with conn.transaction():
+                async with self._tel.batch(table.name, batch), conn.transaction():
                     cp = await conn.fetchrow(sql.CHECKPOINT_FOR_UPDATE, object_id)
                     if cp["status"] != "processing" or cp["lines_done"] != lines_done:
                         raise Superseded(

@@ -13,6 +13,7 @@ from typing import Final
 
 import structlog
 from aiohttp import web
+from opentelemetry import trace
 
 from services.query import health, openapi, routes_metrics, routes_uploads
 from services.query.auth import ApiKeys, auth_middleware, parse_api_keys
@@ -20,12 +21,15 @@ from services.query.cache import MetricsCache
 from services.query.endpoints import Endpoint
 from services.query.errors import error_middleware
 from services.query.options import QueryOptions, load_options
-from services.query.state import METRICS, OPENAPI, OPTIONS, POOL, S3, SETTINGS
+from services.query.state import METRICS, OPENAPI, OPTIONS, POOL, S3, SETTINGS, TELEMETRY
+from services.query.tracing import telemetry_middleware
 from shared import db
 from shared.aws import AwsClients
 from shared.config import Settings
+from shared.telemetry import Telemetry, setup_telemetry
 
 log = structlog.get_logger()
+SCOPE: Final = "hiring.query"
 
 ENDPOINTS: Final[tuple[Endpoint, ...]] = (
     *health.ENDPOINTS,
@@ -41,10 +45,13 @@ def build_app(
     api_keys: ApiKeys | str | None = None,
     options: QueryOptions | None = None,
     env: Mapping[str, str] | None = None,
+    telemetry: Telemetry | None = None,
 ) -> web.Application:
     """The query API. Service options come from `options`, else from `env` (default: os.environ):
     HIRING_MAX_UPLOAD_BYTES, HIRING_API_KEYS, HIRING_QUERY_DB_POOL. `api_keys` (an ApiKeys or a string
     in the HIRING_API_KEYS format; "" means open) overrides the keys of either.
+    Telemetry: `telemetry` (the caller shuts it down), else built from `settings.telemetry` and shut
+    down (flushed) with the app.
     Raises shared.config.ConfigError naming a malformed variable."""
     if options is None:
         options = load_options(os.environ if env is None else env)
@@ -52,7 +59,15 @@ def build_app(
         keys = parse_api_keys(api_keys) if isinstance(api_keys, str) else api_keys
         options = dataclasses.replace(options, api_keys=keys)
     by_route: dict[tuple[str, str], Endpoint] = {(ep.method, ep.path): ep for ep in ENDPOINTS}
-    app = web.Application(middlewares=[error_middleware, auth_middleware(options.api_keys, by_route)])
+    owned = telemetry is None
+    telemetry = setup_telemetry(settings.telemetry) if telemetry is None else telemetry
+    middlewares = [error_middleware, auth_middleware(options.api_keys, by_route)]
+    if telemetry.enabled:  # outermost: its span sees the final status of every answer
+        middlewares.insert(0, telemetry_middleware(telemetry.tracer(SCOPE), telemetry.meter(SCOPE)))
+    app = web.Application(middlewares=middlewares)
+    app[TELEMETRY] = telemetry
+    if owned:
+        app.on_cleanup.append(_shutdown_telemetry)
     app[SETTINGS] = settings
     app[OPTIONS] = options
     app[OPENAPI] = openapi.render(ENDPOINTS)
@@ -70,9 +85,21 @@ def _add_routes(app: web.Application, endpoints: Sequence[Endpoint]) -> None:
             app.router.add_route(ep.method, ep.path, ep.handler)
 
 
+def _tracer(app: web.Application) -> trace.Tracer | None:
+    """The tracer for the pool and the S3 client, None (nothing wrapped at all) when tracing is off."""
+    telemetry = app[TELEMETRY]
+    return telemetry.tracer(SCOPE) if telemetry.enabled else None
+
+
+async def _shutdown_telemetry(app: web.Application) -> None:
+    await asyncio.to_thread(app[TELEMETRY].shutdown)  # flush the last spans and metrics
+
+
 async def _database(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    pool = await db.create_pool(settings.db, min_size=1, max_size=app[OPTIONS].db_pool_size)
+    pool = await db.create_pool(
+        settings.db, min_size=1, max_size=app[OPTIONS].db_pool_size, tracer=_tracer(app)
+    )
     try:
         async with pool.acquire() as conn:
             applied = await db.migrate(conn)
@@ -86,7 +113,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _s3(app: web.Application) -> AsyncIterator[None]:
-    async with AwsClients(app[SETTINGS].aws).s3() as s3:
+    async with AwsClients(app[SETTINGS].aws, tracer=_tracer(app)).s3() as s3:
         app[S3] = s3
         yield
 

@@ -31,6 +31,7 @@ from services.query.schemas import (
 from services.query.state import OPTIONS, POOL, S3, SETTINGS
 from services.query.storage import ObjectWriter
 from shared.dictionary import TABLES, table_for_key
+from shared.telemetry import TRACEPARENT, current_trace_id, current_traceparent
 
 log = structlog.get_logger()
 
@@ -70,7 +71,7 @@ class _File:
 
     def row(self) -> sql.NewUpload:
         w = self.writer
-        return sql.NewUpload(self.id, self.table, w.bucket, w.key, self.filename, w.size)
+        return sql.NewUpload(self.id, self.table, w.bucket, w.key, self.filename, w.size, current_trace_id())
 
 
 class _Batch:
@@ -89,7 +90,11 @@ class _Batch:
     async def receive(self, table: str, filename: str | None, chunks: AsyncIterator[bytes]) -> None:
         upload_id = uuid.uuid4()
         key = f"{table}/{upload_id}/{_safe_filename(filename, table)}"
-        writer = ObjectWriter(self._s3, self._bucket, key, metadata={"upload-id": str(upload_id)})
+        metadata = {"upload-id": str(upload_id)}
+        traceparent = current_traceparent()  # S3 events carry no trace context: the consumer links to it
+        if traceparent is not None:
+            metadata[TRACEPARENT] = traceparent
+        writer = ObjectWriter(self._s3, self._bucket, key, metadata=metadata)
         self.files.append(_File(upload_id, table, filename, writer))
         async for chunk in chunks:
             self.received += len(chunk)

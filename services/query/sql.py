@@ -86,8 +86,8 @@ async def changed_since(conn: asyncpg.Connection | asyncpg.Pool, snapshot: str) 
 # ---- uploads ------------------------------------------------------------------------------------
 
 _INSERT_UPLOAD = """
-INSERT INTO uploads (id, table_name, bucket, key, filename, size_bytes)
-VALUES ($1, $2, $3, $4, $5, $6)
+INSERT INTO uploads (id, table_name, bucket, key, filename, size_bytes, trace_id)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
 """
 
 _DELETE_UPLOADS = "DELETE FROM uploads WHERE id = ANY($1::uuid[])"
@@ -119,11 +119,13 @@ class NewUpload(msgspec.Struct, frozen=True):
     key: str
     filename: str | None
     size_bytes: int
+    trace_id: str | None = None  # of the POST /upload request, when tracing is on
 
 
 async def insert_uploads(conn: asyncpg.Connection | asyncpg.Pool, uploads: Sequence[NewUpload]) -> None:
     await conn.executemany(
-        _INSERT_UPLOAD, [(u.id, u.table, u.bucket, u.key, u.filename, u.size_bytes) for u in uploads]
+        _INSERT_UPLOAD,
+        [(u.id, u.table, u.bucket, u.key, u.filename, u.size_bytes, u.trace_id) for u in uploads],
     )
 
 

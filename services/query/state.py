@@ -10,6 +10,7 @@ from aiohttp import web
 from services.query.cache import MetricsCache
 from services.query.options import QueryOptions
 from shared.config import Settings
+from shared.telemetry import Telemetry
 
 SETTINGS = web.AppKey("settings", Settings)
 OPTIONS = web.AppKey("options", QueryOptions)
@@ -17,3 +18,4 @@ POOL = web.AppKey("pool", asyncpg.Pool)
 S3 = web.AppKey[Any]("s3")  # an aiobotocore S3 client (untyped)
 METRICS = web.AppKey("metrics", MetricsCache)
 OPENAPI = web.AppKey("openapi", bytes)  # the rendered document
+TELEMETRY = web.AppKey("telemetry", Telemetry)
