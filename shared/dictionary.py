@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Final, Literal
 
 import msgspec
@@ -72,14 +73,23 @@ def is_csv_key(key: str) -> bool:
 
 
 # ---- field validation -------------------------------------------------------------------------
+#
+# Two paths, one rule set. `validate_fields` is the reference: it takes one row's fields and gives
+# typed values or the reasons the row is invalid. `fast_lines_pattern` matches runs of whole lines
+# that are plainly valid (the common shape of every field), so the loader can hand their bytes to
+# PostgreSQL's COPY unchanged; any line it does not match goes through `validate_fields`. The fast
+# pattern therefore accepts a subset of what `validate_fields` accepts, and only text whose value
+# PostgreSQL reads exactly as `validate_fields` does (tests/test_validation.py pins both).
 
-_INT_RE: Final = re.compile(r"-?[0-9]+")
 _INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
+_DIGITS: Final = frozenset("0123456789")
 # Date, 'T' or space, time with optional fraction, optional Z or ±HH:MM / ±HHMM / ±HH offset.
+# ASCII digits only: `\d` would also take other scripts' digits, which int() reads but no one means.
 _TS_RE: Final = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2}):(\d{2})(?:[.,](\d{1,9}))?"
-    r"(Z|z|[+-]\d{2}(?::?\d{2})?)?"
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})[T ]([0-9]{2}):([0-9]{2}):([0-9]{2})(?:[.,]([0-9]{1,9}))?"
+    r"(Z|z|[+-][0-9]{2}(?::?[0-9]{2})?)?"
 )
+_TS_EXAMPLE: Final = "e.g. 2021-07-27T16:02:08Z"
 
 
 class FieldError(ValueError):
@@ -89,26 +99,61 @@ class FieldError(ValueError):
 def parse_int(column: str, text: str) -> int:
     if not text:
         raise FieldError(f"{column} is empty")
-    if not _INT_RE.fullmatch(text):
-        raise FieldError(f"{column} {text!r} is not an integer")
+    digits = text[1:] if text[0] == "-" else text
+    # isdigit() alone would take '²' or '٣'; the ASCII set is what the contract allows
+    if not digits or not digits.isascii() or not digits.isdigit():
+        raise FieldError(f"{column} {text!r} is not an integer (only digits, with an optional leading '-')")
     value = int(text)
     if not _INT_MIN <= value <= _INT_MAX:
-        raise FieldError(f"{column} {text!r} does not fit in 32 bits")
+        raise FieldError(f"{column} {text!r} does not fit in 32 bits ({_INT_MIN} to {_INT_MAX})")
     return value
 
 
 def parse_text(column: str, text: str) -> str:
     if not text:
         raise FieldError(f"{column} is empty")
+    if "\x00" in text:
+        raise FieldError(f"{column} contains a NUL character (U+0000), which the database cannot store")
     return text
+
+
+def _fast_timestamp(text: str) -> datetime | None:
+    """`YYYY-MM-DDTHH:MM:SSZ`, the shape of nearly every value, without the regex; else None."""
+    if (
+        len(text) == 20
+        and text[19] == "Z"
+        and text[4] == "-"
+        and text[7] == "-"
+        and text[10] == "T"
+        and text[13] == ":"
+        and text[16] == ":"
+        and text.isascii()
+        and _DIGITS.issuperset(text[0:4] + text[5:7] + text[8:10] + text[11:13] + text[14:16] + text[17:19])
+    ):
+        try:
+            return datetime(
+                int(text[0:4]),
+                int(text[5:7]),
+                int(text[8:10]),
+                int(text[11:13]),
+                int(text[14:16]),
+                int(text[17:19]),
+                tzinfo=UTC,
+            )
+        except ValueError:
+            return None  # the full parser says why
+    return None
 
 
 def parse_timestamp(column: str, text: str) -> datetime:
     if not text:
         raise FieldError(f"{column} is empty")
+    fast = _fast_timestamp(text)
+    if fast is not None:
+        return fast
     m = _TS_RE.fullmatch(text)
     if m is None:
-        raise FieldError(f"{column} {text!r} is not an ISO 8601 date and time")
+        raise FieldError(f"{column} {text!r} is not an ISO 8601 date and time ({_TS_EXAMPLE})")
     year, month, day, hour, minute, second, frac, tz = m.groups()
     micro = int((frac or "0")[:6].ljust(6, "0"))
     try:
@@ -122,8 +167,6 @@ def parse_timestamp(column: str, text: str) -> datetime:
     hours, minutes = int(digits[:2]), int(digits[2:4] or "0")
     if hours > 23 or minutes > 59:
         raise FieldError(f"{column} {text!r} has an invalid UTC offset")
-    from datetime import timedelta, timezone
-
     offset = timezone(sign * timedelta(hours=hours, minutes=minutes))
     try:
         return value.replace(tzinfo=offset).astimezone(UTC)
@@ -155,6 +198,44 @@ def validate_fields(table: Table, fields: list[str]) -> tuple[Value, ...]:
     if problems:
         raise FieldError("; ".join(problems))
     return tuple(values)
+
+
+# The fast path's shapes (str patterns: `\s` is Unicode whitespace, exactly what str.strip() trims).
+# integer: at most 9 digits, so it always fits in 32 bits.
+_FAST_INT: Final = r"-?[0-9]{1,9}"
+# text: no surrounding whitespace (nothing to trim), no quote or comma (the line is not quoted),
+# no backslash (COPY's escape character), no CR, NUL or lone surrogate (undecodable bytes).
+_FAST_TEXT_END: Final = r'[^\s",\\\x00\ud800-\udfff]'
+_FAST_TEXT: Final = _FAST_TEXT_END + r'(?:[^",\\\r\n\x00\ud800-\udfff]*' + _FAST_TEXT_END + ")?"
+# timestamptz: years 1000-2999 (no overflow in UTC, no year 0), real calendar dates (29 February
+# in leap years only), 00:00:00-23:59:59, at most 6 fractional digits (no rounding), and Z, no
+# offset (UTC: the COPY session's time zone is UTC) or ±HH:MM up to 14:59.
+_FAST_LEAP_DAY: Final = r"(?:[12][0-9](?:0[48]|[2468][048]|[13579][26])|(?:12|16|20|24|28)00)-02-29"
+_FAST_DATE: Final = (
+    r"(?:[12][0-9]{3}-(?:(?:0[1-9]|1[0-2])-(?:0[1-9]|1[0-9]|2[0-8])|(?:0[13-9]|1[0-2])-(?:29|30)"
+    r"|(?:0[13578]|1[02])-31)|" + _FAST_LEAP_DAY + ")"
+)
+_FAST_TIME: Final = (
+    r"(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,6})?(?:Z|[+-](?:0[0-9]|1[0-4]):[0-5][0-9])?"
+)
+_FAST: Final[dict[str, str]] = {
+    "integer": _FAST_INT,
+    "text": _FAST_TEXT,
+    "timestamptz": _FAST_DATE + "[T ]" + _FAST_TIME,
+}
+
+
+@functools.cache
+def fast_lines_pattern(table: Table) -> re.Pattern[str]:
+    """Matches a run (possibly empty) of whole lines, each ending in LF or CRLF, that are valid
+    rows of `table` as they stand: every field already trimmed, plainly typed, unquoted.
+
+    A line this matches is accepted by `validate_fields`, and PostgreSQL's COPY (text format,
+    delimiter ',', session time zone UTC) reads its fields as exactly the values `validate_fields`
+    gives. Lines it stops at may still be valid: they take the full path.
+    """
+    line = ",".join(_FAST[c.type] for c in table.columns)
+    return re.compile(f"(?:{line}\\r?\\n)*")
 
 
 def is_header(fields: list[str]) -> bool:

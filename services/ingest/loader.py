@@ -20,7 +20,7 @@ import structlog
 from botocore.exceptions import ClientError
 
 from services.ingest import sql
-from services.ingest.batches import Batch, BatchBuilder
+from services.ingest.batches import COPY_OPTIONS, Batch, BatchBuilder, copy_columns
 from services.ingest.events import ObjectEvent, order_key
 from services.ingest.reader import CsvRecordReader
 from services.ingest.telemetry import IngestTelemetry
@@ -66,7 +66,9 @@ OnProgress = Callable[[], Awaitable[None]]
 
 class LoaderOptions(msgspec.Struct, frozen=True):
     batch_rows: int = 20_000
-    chunk_bytes: int = 1 << 20
+    # Small reads keep the event loop responsive: parsing one chunk is one uninterrupted slice of
+    # CPU, and the batch being committed waits for the loop between its statements.
+    chunk_bytes: int = 16 << 10
     queue_batches: int = 2  # parsed batches waiting for the database: bounds memory
 
 
@@ -274,25 +276,46 @@ class Loader:
         )
         started = time.perf_counter()
         await conn.execute(sql.create_stage(table))
+        await conn.execute(sql.SESSION_UTC)  # COPY reads a timestamp without an offset as UTC
         merge_sql = sql.merge(table, target)
+        columns = copy_columns(table)
+        direct = True  # COPY straight into the table until a batch meets an id it already holds
         queue: asyncio.Queue[Batch | None] = asyncio.Queue(maxsize=self._opts.queue_batches)
         if bytes_done > 0:
             log.info("resuming", object_id=object_id, key=key, line=lines_done, byte=bytes_done)
 
         async def produce() -> None:
-            reader = CsvRecordReader(start_offset=bytes_done, start_line=lines_done)
-            builder = BatchBuilder(table, batch_rows=self._opts.batch_rows)
+            reader = CsvRecordReader(
+                start_offset=bytes_done, start_line=lines_done, expected_fields=len(table.columns)
+            )
+            builder = BatchBuilder(table, batch_rows=self._opts.batch_rows, object_id=object_id)
             if resolved.size is None or bytes_done < resolved.size:
                 async for chunk in self._read(bucket, key, resolved, bytes_done):
-                    for record in reader.feed(chunk):
-                        if (batch := builder.add(record)) is not None:
-                            await queue.put(batch)
-            for record in reader.finish():
-                if (batch := builder.add(record)) is not None:
-                    await queue.put(batch)
+                    for full in builder.add_items(reader.feed_items(chunk)):
+                        await queue.put(full)
+                    await asyncio.sleep(0)  # let commit() send its next statement: keep the database busy
+            for full in builder.add_items(reader.finish()):
+                await queue.put(full)
             if (batch := builder.flush()) is not None:
                 await queue.put(batch)
             await queue.put(None)
+
+        async def load_rows(batch: Batch) -> None:
+            """The batch's rows into the table: by a plain COPY while no id is already there (the
+            merge would only insert), else staged and merged (later line / later upload wins)."""
+            nonlocal direct
+            data = memoryview(batch.copy_data)  # asyncpg would take bytes for a file name
+            if direct:
+                try:
+                    async with conn.transaction():  # a savepoint: a conflict undoes this COPY only
+                        await conn.copy_to_table(
+                            target or table.name, source=data, columns=columns, **COPY_OPTIONS
+                        )
+                    return
+                except (asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError):
+                    direct = False  # ids met again: merge from now on
+            await conn.copy_to_table(sql.stage_name(table), source=data, columns=columns, **COPY_OPTIONS)
+            await conn.execute(merge_sql, object_id, state["order_key"])
 
         async def commit() -> None:
             nonlocal lines_done, loaded, rejected, n_batches
@@ -303,11 +326,8 @@ class Loader:
                         raise Superseded(
                             f"object {object_id} moved on to line {cp['lines_done']} ({cp['status']})"
                         )
-                    if batch.rows:
-                        await conn.copy_records_to_table(
-                            sql.stage_name(table), records=batch.rows, columns=sql.stage_columns(table)
-                        )
-                        await conn.execute(merge_sql, object_id, state["order_key"])
+                    if batch.row_count:
+                        await load_rows(batch)
                     if batch.rejects:
                         await conn.copy_records_to_table(
                             "ingest_rejects",

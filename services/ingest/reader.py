@@ -1,23 +1,39 @@
 """Incremental CSV record reader: bytes in, records out, with exact line numbers and byte offsets.
 
 Pure and synchronous: the loader feeds it chunks as they stream from S3, so memory stays bounded
-by one chunk plus one record, whatever the file's size. RFC 4180 quoting is honoured (a quoted
-field may span lines); each record keeps its raw text and the byte offset just past it, so a
-resumed read can start exactly at a committed record boundary.
+by one chunk plus one record, whatever the file's size (a line longer than MAX_RECORD_BYTES is
+skipped to its end and rejected, not buffered). RFC 4180 quoting is honoured (a quoted field may
+span lines); each record keeps its raw text and the byte offset just past it, so a resumed read can
+start exactly at a committed record boundary.
+
+`feed_items` gives the bulk of a file as `Block`s: runs of whole lines without a quote character,
+which need no CSV parsing and are validated many lines at a time (services/ingest/batches.py).
+Lines with quotes, and whatever follows an open quoted field, come as `Record`s. `feed` gives
+everything as records (the same records, one per line of a block).
 """
 
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Iterator
 
 import msgspec
 
 BOM = b"\xef\xbb\xbf"
 # A stray quote must not swallow the rest of a file: a record still open after this many lines
-# is rejected line by line instead.
+# (or bytes) is rejected line by line instead.
 MAX_RECORD_LINES = 64
 MAX_RECORD_BYTES = 1 << 20
+# What a reject keeps of a line longer than MAX_RECORD_BYTES.
+LONG_LINE_KEEP = 4096
+
+UNBALANCED = "unbalanced quote: a quoted field is never closed"
+
+# A record whose quoted fields are all closed: a quote opens a quoted field only at the start of a
+# field (elsewhere it is an ordinary character); inside one, "" is a quote and " closes it.
+_FIELD = rb'(?>"(?:[^"]|"")*+"[^,]*|[^,"][^,]*|)'
+_CLOSED_RECORD = re.compile(_FIELD + rb"(?:," + _FIELD + rb")*")
 
 
 class Record(msgspec.Struct):
@@ -29,19 +45,66 @@ class Record(msgspec.Struct):
     end_line: int  # last physical line of the record
 
 
-class CsvRecordReader:
-    """Feed bytes with `feed`, then `finish`; both yield complete records in order."""
+class Block(msgspec.Struct):
+    """Whole physical lines, each ending in LF, none holding a quote, no quoted field open before."""
 
-    def __init__(self, *, start_offset: int = 0, start_line: int = 0) -> None:
+    data: bytes
+    first_line: int  # 1-based line number of the block's first line
+    start_offset: int  # byte offset of data[0] in the object
+    lines: int  # how many lines: data.count(b"\n")
+
+    @property
+    def end_offset(self) -> int:
+        return self.start_offset + len(self.data)
+
+    @property
+    def end_line(self) -> int:
+        return self.first_line + self.lines - 1
+
+    def records(self) -> Iterator[Record]:
+        """The block's lines as records (what `CsvRecordReader.feed` gives for them)."""
+        offset = self.start_offset
+        for number, line in enumerate(self.data.split(b"\n")[:-1], start=self.first_line):
+            offset += len(line) + 1
+            yield make_record(line + b"\n", number, number, offset)
+
+
+Item = Block | Record
+
+
+class CsvRecordReader:
+    """Feed bytes with `feed_items` (or `feed`), then `finish`; all yield items in file order.
+
+    `expected_fields`, when given, lets a multi-line record that does not parse into that many
+    fields be taken for what it almost always is, a stray quote: its first line is rejected and
+    the lines after it are read afresh, so one bad quote never costs the valid rows after it.
+    """
+
+    def __init__(
+        self, *, start_offset: int = 0, start_line: int = 0, expected_fields: int | None = None
+    ) -> None:
         self._buf = b""
         self._offset = start_offset  # byte offset of self._buf[0] in the object
         self._line = start_line  # physical lines consumed before self._buf
         self._at_start = start_offset == 0
-        # physical lines of an open quoted record: (line bytes incl. end, offset after it)
+        self._expected = expected_fields
+        # physical lines (with their line ends) of a record whose quoted field is still open
         self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        # a line longer than MAX_RECORD_BYTES being skipped: its first bytes, and its length so far
+        self._long: bytes | None = None
+        self._long_bytes = 0
 
     def feed(self, chunk: bytes) -> Iterator[Record]:
+        for item in self.feed_items(chunk):
+            if isinstance(item, Block):
+                yield from item.records()
+            else:
+                yield item
+
+    def feed_items(self, chunk: bytes) -> Iterator[Item]:
         buf = self._buf + chunk if self._buf else chunk
+        self._buf = b""
         if self._at_start:
             if len(buf) < len(BOM) and BOM.startswith(buf):
                 self._buf = buf
@@ -50,46 +113,122 @@ class CsvRecordReader:
                 buf = buf[len(BOM) :]
                 self._offset += len(BOM)
             self._at_start = False
-        start = 0
-        find = buf.find
-        while True:
-            nl = find(b"\n", start)
+        start, size = 0, len(buf)
+        while start < size:
+            if self._long is not None:
+                nl = buf.find(b"\n", start)
+                if nl < 0:
+                    self._long_bytes += size - start
+                    start = size
+                    break
+                self._long_bytes += nl + 1 - start
+                start = nl + 1
+                yield self._long_record()
+                continue
+            if self._pending:
+                nl = buf.find(b"\n", start)
+                if nl < 0:
+                    break
+                yield from self._line_in(buf[start : nl + 1])
+                start = nl + 1
+                continue
+            quote = buf.find(b'"', start)
+            last = buf.rfind(b"\n", start, quote if quote >= 0 else size)
+            if last >= 0:  # whole lines before the first quote: a block
+                yield self._block(buf[start : last + 1])
+                start = last + 1
+                continue
+            if quote < 0:
+                break  # no whole line left
+            nl = buf.find(b"\n", quote)
             if nl < 0:
                 break
             yield from self._line_in(buf[start : nl + 1])
             start = nl + 1
-        self._buf = buf[start:]
+        rest = buf[start:]
+        if len(rest) > MAX_RECORD_BYTES and self._long is None:
+            # No line end in sight: skip to it rather than hold the line in memory.
+            while self._pending:
+                yield from self._reject_first_pending(UNBALANCED)
+            self._long, self._long_bytes = rest[:LONG_LINE_KEEP], len(rest)
+            rest = b""
+        self._buf = rest
 
     def finish(self) -> Iterator[Record]:
         if self._at_start and self._buf:  # a file shorter than a BOM
             self._at_start = False
-        if self._buf:
+        if self._long is not None:
+            yield self._long_record()
+        elif self._buf:
             last, self._buf = self._buf, b""
             yield from self._line_in(last)
         while self._pending:  # an unterminated quote at end of file
-            yield from self._reject_first_pending("unbalanced quote: a quoted field is never closed")
+            yield from self._reject_first_pending(UNBALANCED)
+
+    # ---- internals ------------------------------------------------------------------------------
+
+    def _block(self, data: bytes) -> Block:
+        lines = data.count(b"\n")
+        block = Block(data, self._line + 1, self._offset, lines)
+        self._line += lines
+        self._offset += len(data)
+        return block
+
+    def _long_record(self) -> Record:
+        assert self._long is not None
+        kept, length = self._long, self._long_bytes
+        self._long, self._long_bytes = None, 0
+        self._line += 1
+        self._offset += length
+        raw = kept.decode("utf-8", errors="replace")
+        reason = (
+            f"line is {length} bytes long, more than the {MAX_RECORD_BYTES} a row may have"
+            f" (raw text cut to its first {LONG_LINE_KEEP} bytes)"
+        )
+        return Record(self._line, raw, None, reason, self._offset, self._line)
 
     def _line_in(self, line: bytes) -> Iterator[Record]:
         if self._pending:
             self._pending.append(line)
-            if _quotes_balanced(self._pending):
-                yield self._record(self._pending)
-                self._pending = []
-            elif len(self._pending) >= MAX_RECORD_LINES or sum(map(len, self._pending)) > MAX_RECORD_BYTES:
-                yield from self._reject_first_pending("unbalanced quote: a quoted field is never closed")
+            self._pending_bytes += len(line)
+            data = b"".join(self._pending)
+            if _CLOSED_RECORD.fullmatch(data.rstrip(b"\r\n")):
+                if not self._makes_a_row(data):
+                    # Not a record spanning lines but a stray quote: reject its line only.
+                    end = self._line + len(self._pending)
+                    yield from self._reject_first_pending(
+                        f"unbalanced quote: the quoted field opened here is closed only on line {end},"
+                        f" which does not make a row of {self._expected} fields"
+                    )
+                    return
+                record = self._record(self._pending)
+                self._pending, self._pending_bytes = [], 0
+                yield record
+            elif len(self._pending) >= MAX_RECORD_LINES or self._pending_bytes > MAX_RECORD_BYTES:
+                yield from self._reject_first_pending(UNBALANCED)
             return
-        if b'"' in line and line.count(b'"') % 2:
-            self._pending = [line]
+        if b'"' in line and not _CLOSED_RECORD.fullmatch(line.rstrip(b"\r\n")):
+            self._pending, self._pending_bytes = [line], len(line)
             return
         yield self._record([line])
 
+    def _makes_a_row(self, data: bytes) -> bool:
+        """Whether a closed multi-line record parses into the expected number of fields."""
+        if self._expected is None:
+            return True
+        try:
+            rows = list(csv.reader([_strip_line_end(data.decode("utf-8", errors="replace"))], strict=True))
+        except csv.Error:
+            return False
+        return len(rows) == 1 and len(rows[0]) == self._expected
+
     def _reject_first_pending(self, reason: str) -> Iterator[Record]:
         first, rest = self._pending[0], self._pending[1:]
-        self._pending = []
+        self._pending, self._pending_bytes = [], 0
         raw, _ = _decode(first)
         self._line += 1
         self._offset += len(first)
-        yield Record(self._line, raw, None, reason, self._offset, self._line)
+        yield Record(self._line, _strip_line_end(raw), None, reason, self._offset, self._line)
         for line in rest:  # parse what follows afresh: the stray quote may have been the only problem
             yield from self._line_in(line)
 
@@ -98,28 +237,33 @@ class CsvRecordReader:
         self._line += len(lines)
         self._offset += sum(map(len, lines))
         data = lines[0] if len(lines) == 1 else b"".join(lines)
-        text, bad = _decode(data)
-        raw = text.rstrip("\r\n") if text.endswith("\n") else text
-        if bad:
-            return Record(first_line, raw, None, bad, self._offset, self._line)
-        if '"' not in raw:
-            fields = raw.split(",") if raw else []
-            return Record(first_line, raw, fields, None, self._offset, self._line)
-        try:
-            rows = list(csv.reader([raw], strict=True)) if "\n" not in raw else _parse_multiline(raw)
-        except csv.Error as exc:
-            return Record(first_line, raw, None, f"malformed CSV quoting: {exc}", self._offset, self._line)
-        if len(rows) != 1:
-            return Record(first_line, raw, None, "malformed CSV quoting", self._offset, self._line)
-        return Record(first_line, raw, rows[0], None, self._offset, self._line)
+        return make_record(data, first_line, self._line, self._offset)
 
 
-def _parse_multiline(raw: str) -> list[list[str]]:
-    return list(csv.reader(raw.splitlines(keepends=True), strict=True))
+def make_record(data: bytes, first_line: int, end_line: int, end_offset: int) -> Record:
+    """The record of `data`: one or more whole physical lines, with their line ends."""
+    text, bad = _decode(data)
+    raw = _strip_line_end(text)
+    if bad:
+        return Record(first_line, raw, None, bad, end_offset, end_line)
+    if '"' not in raw:
+        fields = raw.split(",") if raw else []
+        return Record(first_line, raw, fields, None, end_offset, end_line)
+    try:
+        rows = list(csv.reader([raw], strict=True))
+    except csv.Error as exc:
+        return Record(first_line, raw, None, f"malformed CSV quoting: {exc}", end_offset, end_line)
+    if len(rows) != 1:
+        return Record(first_line, raw, None, "malformed CSV quoting", end_offset, end_line)
+    return Record(first_line, raw, rows[0], None, end_offset, end_line)
 
 
-def _quotes_balanced(lines: list[bytes]) -> bool:
-    return sum(line.count(b'"') for line in lines) % 2 == 0
+def _strip_line_end(text: str) -> str:
+    if text.endswith("\r\n"):
+        return text[:-2]
+    if text.endswith("\n"):
+        return text[:-1]
+    return text
 
 
 def _decode(data: bytes) -> tuple[str, str | None]:

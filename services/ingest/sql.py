@@ -98,16 +98,17 @@ def stage_name(table: Table) -> str:
 
 
 def create_stage(table: Table) -> str:
-    # A temporary table per connection, emptied at each commit: the COPY target of one batch.
+    # A temporary table per connection, emptied at each commit: the COPY target of one batch that
+    # must be merged. Its columns are a batch's COPY columns (services/ingest/batches.py).
     cols = ", ".join(f"{c.name} {c.type}" for c in table.columns)
     return (
-        f"CREATE TEMP TABLE IF NOT EXISTS {stage_name(table)} ({cols}, src_line integer)"
+        f"CREATE TEMP TABLE IF NOT EXISTS {stage_name(table)} ({cols}, src_object bigint, src_line integer)"
         " ON COMMIT DELETE ROWS"
     )
 
 
-def stage_columns(table: Table) -> list[str]:
-    return [*table.column_names, "src_line"]
+# The batches' COPY text may hold timestamps without an offset, which the contract reads as UTC.
+SESSION_UTC: Final = "SET TIME ZONE 'UTC'"
 
 
 def merge(table: Table, target: str | None = None) -> str:
