@@ -331,6 +331,98 @@ def fmt_rate(rows: int, seconds: float) -> str:
     return f"{rows / seconds:>12,.0f} rows/s  ({seconds:.2f} s)"
 
 
+def mb(kb: int | None) -> str:
+    return f"{kb / 1024:.1f} MB" if kb is not None else "?"
+
+
+class Stack:
+    """PostgreSQL, moto (bucket, queue, notification) and one consumer; `close` stops all of it."""
+
+    def __init__(self, state: Path, batch_rows: int | None) -> None:
+        self.stack = contextlib.ExitStack()
+        try:
+            self.pg = EmbeddedPostgres(state / "postgres")
+            self.pg.start()
+            self.stack.callback(self.pg.stop)
+            self.moto = MotoServer(log_path=state / "moto.log")
+            endpoint = self.moto.start()
+            self.stack.callback(self.moto.stop)
+            queue_url = provision(endpoint, REGION, BUCKET, QUEUE).queue_url
+            self.s3, _ = clients(endpoint, REGION)
+            env = {
+                **self.pg.env(),
+                "S3_RAW_BUCKET": BUCKET,
+                "SQS_QUEUE_URL": queue_url,
+                "AWS_ENDPOINT_URL": endpoint,
+                "AWS_REGION": REGION,
+                "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "test"),
+                "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "test"),
+                "HIRING_LOG_FORMAT": "json",
+                "PYTHONPATH": str(ROOT),
+            }
+            if batch_rows:
+                env["INGEST_BATCH_ROWS"] = str(batch_rows)
+            self.consumer_log = state / "consumer.log"
+            with self.consumer_log.open("wb") as log:
+                consumer = spawn(
+                    [sys.executable, "-m", "services.cli", "ingest"],
+                    log=log,
+                    env=child_env(env),
+                    death_signal=signal.SIGTERM,
+                )
+            self.stack.callback(stop, consumer, [(signal.SIGTERM, 25.0)])
+            self.consumer = consumer
+            wait_for_log(self.consumer_log, "consumer started", consumer, 60)
+        except BaseException:
+            self.stack.close()
+            raise
+
+    def pids(self) -> dict[str, int]:
+        moto = self.moto._proc  # MotoServer has no public pid; the bench only reads its CPU time
+        assert self.pg.pid is not None and moto is not None
+        return {
+            "consumer": self.consumer.pid,
+            "postgres": self.pg.pid,
+            "moto": moto.pid,
+            "bench": os.getpid(),
+        }
+
+    def profile(self, out: str, py_spy: str) -> None:
+        """Record the consumer with py-spy until the stack stops."""
+        spy = subprocess.Popen(
+            [py_spy, "record", "--pid", str(self.consumer.pid), "-o", out, "-r", "200"]
+            + (["--format", "raw"] if out.endswith(".txt") else []),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+        )
+        self.stack.callback(stop, spy, [(signal.SIGINT, 30.0)])
+        time.sleep(1)
+
+    def close(self) -> None:
+        self.stack.close()
+
+
+def report(
+    gen: Generated, measured: Measured, ref: float, ref_indexed: float, rss: tuple[int | None, int | None]
+) -> None:
+    print(f"file: {gen.rows:,} rows, {gen.size / 1e6:.1f} MB; {measured.batches} batches")
+    print(
+        f"ingest (upload start -> ledger 'loaded'): {fmt_rate(gen.valid, measured.seconds)};"
+        f" upload {measured.upload_seconds:.2f} s, file taken up at"
+        f" {measured.start_seconds:.2f} s, load {measured.seconds - measured.start_seconds:.2f} s"
+    )
+    print(f"psql \\copy of the clean file ({gen.valid:,} valid rows only): {fmt_rate(gen.valid, ref)}")
+    print(f"ratio ingest / psql \\copy: {ref / measured.seconds:.3f}")
+    print(
+        "psql \\copy into a table that also has hired_employees' index on datetime:"
+        f" {fmt_rate(gen.valid, ref_indexed)}; ratio ingest / that: {ref_indexed / measured.seconds:.3f}"
+    )
+    for phase, cpu in (("the upload", measured.cpu_upload), ("the load after it", measured.cpu)):
+        used = ", ".join(f"{name} {seconds:.2f}" for name, seconds in cpu.items())
+        print(f"CPU seconds during {phase}: {used}")
+    print(f"consumer peak RSS (VmHWM): {mb(rss[1])} (idle before the load: {mb(rss[0])})")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -338,8 +430,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows in the generated file")
     parser.add_argument("--invalid-rate", type=float, default=0.001, help="share of invalid rows")
     parser.add_argument("--seed", type=int, default=2021)
-    parser.add_argument("--work-dir", type=Path, help="where files and server state go (default: a temp dir)")
-    parser.add_argument("--keep", action="store_true", help="keep the work dir (generated files are reused)")
+    parser.add_argument(
+        "--work-dir", type=Path, help="where the generated files and server state go (default: a temp dir)"
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep generated files (reused by the next run) and server state"
+    )
     parser.add_argument("--batch-rows", type=int, help="INGEST_BATCH_ROWS for the consumer")
     parser.add_argument("--part-mb", type=int, default=16, help="multipart upload part size (MiB)")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for the load")
@@ -348,140 +444,67 @@ def main(argv: list[str] | None = None) -> int:
         metavar="OUT",
         help="record the consumer with py-spy into OUT (.svg flame graph, .txt collapsed stacks)",
     )
-    parser.add_argument("--py-spy-bin", default="py-spy")
+    parser.add_argument("--py-spy-bin", default="py-spy", help="the py-spy executable")
     args = parser.parse_args(argv)
 
-    work = args.work_dir or Path(tempfile.mkdtemp(prefix="ingest-bench-"))
+    temporary = args.work_dir is None
+    work: Path = Path(tempfile.mkdtemp(prefix="ingest-bench-")) if temporary else args.work_dir
     work.mkdir(parents=True, exist_ok=True)
     state = work / "state"
     shutil.rmtree(state, ignore_errors=True)
     state.mkdir()
+    stem = f"hired_employees_{args.rows}_{args.seed}_{args.invalid_rate}"
+    path, clean, counts = work / f"{stem}.csv", work / f"{stem}.clean.csv", work / f"{stem}.counts"
 
-    pg: EmbeddedPostgres | None = None
-    moto: MotoServer | None = None
-    consumer: subprocess.Popen[bytes] | None = None
-    spy: subprocess.Popen[bytes] | None = None
-    status = 1
     with terminate_on_signals():
+        stack: Stack | None = None
         try:
-            stem = f"hired_employees_{args.rows}_{args.seed}_{args.invalid_rate}"
-            path, clean = work / f"{stem}.csv", work / f"{stem}.clean.csv"
-            t = time.perf_counter()
-            meta = work / f"{stem}.counts"
-            if meta.is_file() and path.is_file() and clean.is_file():  # kept from an earlier run
-                valid, invalid = map(int, meta.read_text().split())
+            if counts.is_file() and path.is_file() and clean.is_file():  # kept from an earlier run
+                valid, invalid = map(int, counts.read_text().split())
                 gen = Generated(path, clean, args.rows, valid, invalid, path.stat().st_size)
+                print(f"reusing {path}")
             else:
+                t = time.perf_counter()
                 gen = generate(path, clean, args.rows, args.invalid_rate, args.seed)
-                meta.write_text(f"{gen.valid} {gen.invalid}\n")
-            print(
-                f"generated {gen.rows:,} rows ({gen.valid:,} valid, {gen.invalid:,} invalid),"
-                f" {gen.size / 1e6:.1f} MB in {time.perf_counter() - t:.1f} s: {path}"
-            )
+                counts.write_text(f"{gen.valid} {gen.invalid}\n")
+                print(f"generated {path} in {time.perf_counter() - t:.1f} s")
+            print(f"{gen.rows:,} rows: {gen.valid:,} valid, {gen.invalid:,} invalid; {gen.size / 1e6:.1f} MB")
 
-            pg = EmbeddedPostgres(state / "postgres")
-            pg.start()
-            moto = MotoServer(log_path=state / "moto.log")
-            endpoint = moto.start()
-            prov = provision(endpoint, REGION, BUCKET, QUEUE)
-            s3, _sqs = clients(endpoint, REGION)
-            extra = {
-                **pg.env(),
-                "S3_RAW_BUCKET": BUCKET,
-                "SQS_QUEUE_URL": prov.queue_url,
-                "AWS_ENDPOINT_URL": endpoint,
-                "AWS_REGION": REGION,
-                "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "test"),
-                "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "test"),
-                "HIRING_LOG_FORMAT": "json",
-                "PYTHONPATH": str(ROOT),
-            }
-            if args.batch_rows:
-                extra["INGEST_BATCH_ROWS"] = str(args.batch_rows)
-            consumer_log = state / "consumer.log"
-            with consumer_log.open("wb") as log:
-                consumer = spawn(
-                    [sys.executable, "-m", "services.cli", "ingest"],
-                    log=log,
-                    env=child_env(extra),
-                    death_signal=signal.SIGTERM,
-                )
-            consumer_pid = consumer.pid
-            wait_for_log(consumer_log, "consumer started", consumer, 60)
-            rss_start = read_status_kb(consumer_pid, "VmRSS")
+            stack = Stack(state, args.batch_rows)
             if args.py_spy:
-                spy = subprocess.Popen(
-                    [args.py_spy_bin, "record", "--pid", str(consumer_pid), "-o", args.py_spy, "-r", "200"]
-                    + (["--format", "raw"] if args.py_spy.endswith(".txt") else []),
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.STDOUT,
-                )
-                time.sleep(1)
-
+                stack.profile(args.py_spy, args.py_spy_bin)
+            pids = stack.pids()
+            idle_kb = read_status_kb(pids["consumer"], "VmRSS")
             key = f"hired_employees/{stem}.csv"
-            moto_proc = moto._proc  # MotoServer has no public pid; the bench only reads its CPU time
-            assert pg.pid is not None and moto_proc is not None
-            pids = {"consumer": consumer_pid, "postgres": pg.pid, "moto": moto_proc.pid, "bench": os.getpid()}
-            measured = asyncio.run(run_ingest(args, gen, pg.env(), s3, key, pids))
-            peak_kb = read_status_kb(consumer_pid, "VmHWM")
-            ref_seconds = asyncio.run(run_reference(gen, pg, "bench_reference", datetime_index=False))
-            ref_indexed_seconds = asyncio.run(
-                run_reference(gen, pg, "bench_reference_indexed", datetime_index=True)
+            measured = asyncio.run(run_ingest(args, gen, stack.pg.env(), stack.s3, key, pids))
+            peak_kb = read_status_kb(pids["consumer"], "VmHWM")  # before anything stops it
+            ref = asyncio.run(run_reference(gen, stack.pg, "bench_reference", datetime_index=False))
+            ref_indexed = asyncio.run(
+                run_reference(gen, stack.pg, "bench_reference_indexed", datetime_index=True)
             )
-            problems = asyncio.run(verify(gen, pg.env(), key, measured))
-
-            ingest_rate = gen.valid / measured.seconds
-            ref_rate = gen.valid / ref_seconds
-            print(f"file: {gen.rows:,} rows, {gen.size / 1e6:.1f} MB; {measured.batches} batches")
-            print(
-                f"ingest (upload start -> ledger 'loaded'): {fmt_rate(gen.valid, measured.seconds)};"
-                f" upload {measured.upload_seconds:.2f} s, file taken up at"
-                f" {measured.start_seconds:.2f} s, load {measured.seconds - measured.start_seconds:.2f} s"
-            )
-            clean_rows = f"{gen.valid:,} valid rows only"
-            print(f"psql \\copy of the clean file ({clean_rows}): {fmt_rate(gen.valid, ref_seconds)}")
-            print(f"ratio ingest / psql \\copy: {ingest_rate / ref_rate:.3f}")
-            print(
-                f"psql \\copy into a table that also has hired_employees' index on datetime:"
-                f" {fmt_rate(gen.valid, ref_indexed_seconds)}; ratio ingest / that:"
-                f" {ref_indexed_seconds / measured.seconds:.3f}"
-            )
-            for phase, cpu in (("the upload", measured.cpu_upload), ("the load after it", measured.cpu)):
-                used = ", ".join(f"{name} {seconds:.2f}" for name, seconds in cpu.items())
-                print(f"CPU seconds during {phase}: {used}")
-            print(
-                f"consumer peak RSS (VmHWM): {peak_kb / 1024 if peak_kb else float('nan'):.1f} MB"
-                f" (idle before the load: {rss_start / 1024 if rss_start else float('nan'):.1f} MB)"
-            )
+            problems = asyncio.run(verify(gen, stack.pg.env(), key, measured))
+            report(gen, measured, ref, ref_indexed, (idle_kb, peak_kb))
             if problems:
                 print("CORRECTNESS CHECK FAILED:")
-                for p in problems:
-                    print(f"  - {p}")
-            else:
-                print(
-                    f"correctness: loaded {measured.loaded:,} = valid,"
-                    f" rejected {measured.rejected:,} = invalid; table equals psql's load of the clean file"
-                )
-            status = 1 if problems else 0
+                for problem in problems:
+                    print(f"  - {problem}")
+                return 1
+            print(
+                f"correctness: loaded {measured.loaded:,} = valid, rejected {measured.rejected:,} = invalid;"
+                " the table equals psql's load of the clean file"
+            )
+            return 0
         finally:
-            if spy is not None:
-                spy.send_signal(signal.SIGINT)
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    spy.wait(30)
-                if spy.poll() is None:
-                    spy.kill()
-                    spy.wait()
-            if consumer is not None:
-                stop(consumer, [(signal.SIGTERM, 25.0)])
-            if moto is not None:
-                moto.stop()
-            if pg is not None:
-                pg.stop()
+            if stack is not None:
+                stack.close()
             if args.keep:
                 print(f"kept {work}")
-            else:
+            elif temporary:
                 shutil.rmtree(work, ignore_errors=True)
-    return status
+            else:
+                shutil.rmtree(state, ignore_errors=True)
+                for generated in (path, clean, counts):
+                    generated.unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

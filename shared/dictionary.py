@@ -235,7 +235,7 @@ def fast_lines_pattern(table: Table) -> re.Pattern[str]:
     gives. Lines it stops at may still be valid: they take the full path.
     """
     line = ",".join(_FAST[c.type] for c in table.columns)
-    return re.compile(f"(?:{line}\\r?\\n)*")
+    return re.compile(f"(?:{line}\\r?\\n)*+")  # possessive: whole lines, never given back
 
 
 def is_header(fields: list[str]) -> bool:

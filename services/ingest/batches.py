@@ -167,7 +167,8 @@ def _timestamp_key(table: Table) -> re.Pattern[bytes] | None:
     """Finds, in each COPY row, the table's first timestamp field (None: the table has none)."""
     for index, column in enumerate(table.columns):
         if column.type == "timestamptz":
-            return re.compile(rb"^(?:[^,\n]*,){%d}([^,\n]*)" % index, re.MULTILINE)
+            # one match per row, each consuming the whole row
+            return re.compile(rb"(?:[^,\n]*,){%d}([^,\n]*)[^\n]*\n" % index)
     return None
 
 
