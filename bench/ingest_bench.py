@@ -211,6 +211,8 @@ async def run_ingest(
         config = TransferConfig(
             multipart_threshold=8 << 20, multipart_chunksize=args.part_mb << 20, max_concurrency=4
         )
+        if args.drop_datetime_index:  # an experiment: what that index of the schema costs the load
+            await conn.execute("DROP INDEX hired_employees_datetime_idx")
         cpu_before = cpu_snapshot(pids)
         wall_started = time.time()  # the ledger's finished_at is on the same clock (same machine)
         started = time.perf_counter()
@@ -437,6 +439,11 @@ def main(argv: list[str] | None = None) -> int:
         "--keep", action="store_true", help="keep generated files (reused by the next run) and server state"
     )
     parser.add_argument("--batch-rows", type=int, help="INGEST_BATCH_ROWS for the consumer")
+    parser.add_argument(
+        "--drop-datetime-index",
+        action="store_true",
+        help="experiment: drop hired_employees' index on datetime before the upload, to see what it costs",
+    )
     parser.add_argument("--part-mb", type=int, default=16, help="multipart upload part size (MiB)")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for the load")
     parser.add_argument(

@@ -439,10 +439,12 @@ def test_rejected_rows_keep_line_raw_and_reason() -> None:
     ]
 
 
-def test_a_batch_is_ordered_by_its_timestamps() -> None:
+def test_a_batch_is_ordered_by_the_column_asked_for() -> None:
     # only for speed (see batches._reorder): the index on datetime takes rows in order more cheaply
     data = b'1,A,2021-03-01T00:00:00Z,1,1\n2,B,2020-01-01 00:00:00,1,1\n3,"C c",2022-01-01T00:00:00Z,1,1\n'
-    (batch,) = read_batches(EMPLOYEES, [data], batch_rows=10)
+    (batch,) = read_batches(EMPLOYEES, [data], batch_rows=10, order_by="datetime")
     assert [r[0] for r in decode_copy(EMPLOYEES, batch.copy_data)] == [2, 1, 3]
-    (jobs,) = read_batches(JOBS, [b"2,B\n1,A\n"], batch_rows=10)  # no timestamp: file order
-    assert [r[0] for r in decode_copy(JOBS, jobs.copy_data)] == [2, 1]
+    (batch,) = read_batches(EMPLOYEES, [data], batch_rows=10)  # by default: file order
+    assert [r[0] for r in decode_copy(EMPLOYEES, batch.copy_data)] == [1, 2, 3]
+    (jobs,) = read_batches(JOBS, [b"2,B\n1,A\n"], batch_rows=10, order_by="job")
+    assert [r[0] for r in decode_copy(JOBS, jobs.copy_data)] == [1, 2]

@@ -279,6 +279,7 @@ class Loader:
         await conn.execute(sql.SESSION_UTC)  # COPY reads a timestamp without an offset as UTC
         merge_sql = sql.merge(table, target)
         columns = copy_columns(table)
+        order_by = await conn.fetchval(sql.ORDER_COLUMN, target or table.name, list(table.column_names[1:]))
         direct = True  # COPY straight into the table until a batch meets an id it already holds
         queue: asyncio.Queue[Batch | None] = asyncio.Queue(maxsize=self._opts.queue_batches)
         if bytes_done > 0:
@@ -288,7 +289,9 @@ class Loader:
             reader = CsvRecordReader(
                 start_offset=bytes_done, start_line=lines_done, expected_fields=len(table.columns)
             )
-            builder = BatchBuilder(table, batch_rows=self._opts.batch_rows, object_id=object_id)
+            builder = BatchBuilder(
+                table, batch_rows=self._opts.batch_rows, object_id=object_id, order_by=order_by
+            )
             if resolved.size is None or bytes_done < resolved.size:
                 async for chunk in self._read(bucket, key, resolved, bytes_done):
                     for full in builder.add_items(reader.feed_items(chunk)):

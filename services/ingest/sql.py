@@ -110,6 +110,15 @@ def create_stage(table: Table) -> str:
 # The batches' COPY text may hold timestamps without an offset, which the contract reads as UTC.
 SESSION_UTC: Final = "SET TIME ZONE 'UTC'"
 
+# The first of the given columns ($2) that leads an index of table $1 other than its primary key:
+# batches are ordered by it, which makes that index cheaper to insert into (batches._reorder).
+ORDER_COLUMN: Final = """
+SELECT a.attname::text FROM pg_index i
+JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+WHERE i.indrelid = $1::text::regclass AND NOT i.indisprimary AND a.attname = ANY($2::text[])
+ORDER BY array_position($2::text[], a.attname::text) LIMIT 1
+"""
+
 
 def merge(table: Table, target: str | None = None) -> str:
     """Upsert one staged batch into `target` (the table itself, or its replay copy).
