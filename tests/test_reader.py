@@ -355,8 +355,15 @@ def tricky_file(rng: random.Random, lines: int = 300) -> bytes:
         b"  ",
         b",,,,",
         b"%d,Ana,2021-07-27T16:02:08Z,1,2\r",
+        b'"%d","Ana","2021-07-27T16:02:08Z","1","2"',
+        b'%d,"Quoted Name",2021-07-27T16:02:08Z,1,"2"\r',
+        b'%d,"",2021-07-27T16:02:08Z,1,2',
+        b'%d," padded ",2021-07-27T16:02:08Z,1,2',
+        b'%d,"a""b",2021-07-27T16:02:08Z,1,2',
+        b'%d,"x"y,2021-07-27T16:02:08Z,1,2',
+        b'%d,"back\\slash",2021-07-27T16:02:08Z,1,2',
     ]
-    weights = [40, 10, 4, 3, 2, 1, 2, 2, 2, 2, 2, 2, 1, 1, 4]
+    weights = [40, 10, 4, 3, 2, 1, 2, 2, 2, 2, 2, 2, 1, 1, 4, 4, 4, 1, 1, 1, 1, 1]
     out = []
     for i in range(1, lines + 1):
         piece = rng.choices(pieces, weights)[0]
@@ -448,3 +455,19 @@ def test_a_batch_is_ordered_by_the_column_asked_for() -> None:
     assert [r[0] for r in decode_copy(EMPLOYEES, batch.copy_data)] == [1, 2, 3]
     (jobs,) = read_batches(JOBS, [b"2,B\n1,A\n"], batch_rows=10, order_by="job")
     assert [r[0] for r in decode_copy(JOBS, jobs.copy_data)] == [1, 2]
+
+
+def test_lines_quoting_whole_plain_fields_take_the_fast_path() -> None:
+    data = (
+        b'"1","Ana","2021-07-27T16:02:08Z","1","2"\n'
+        b'2,"B, b",2021-07-27T16:02:08Z,1,2\n'  # a comma inside: parsed as CSV
+        b'3,"C",2021-07-27T16:02:08Z,1,2\n'
+    )
+    items = list(CsvRecordReader().feed_items(data))
+    assert [(type(i).__name__, getattr(i, "quoted", None)) for i in items] == [
+        ("Block", True),
+        ("Record", None),
+        ("Block", True),
+    ]
+    outcome = fast_outcome(EMPLOYEES, [data])
+    assert [r[:2] for r in outcome.rows] == [(1, "Ana"), (2, "B, b"), (3, "C")]

@@ -1,10 +1,11 @@
 """Records and blocks -> batches of COPY-ready rows and rejects (pure; the loader commits each batch).
 
 A batch's rows are PostgreSQL COPY input in text format with ',' as the delimiter (COPY_OPTIONS),
-one line per row: the table's columns, then src_object and src_line (COPY_COLUMNS). A line of a
-block that shared.dictionary's fast pattern matches goes in as its own bytes plus that suffix, so
-the common row costs no per-field work in Python; any other line (quoted, padded, oddly typed, or
-invalid) is validated field by field, and its typed values are written out with COPY's escapes.
+one line per row: the table's columns, then src_object and src_line (copy_columns). A line of a
+block that shared.dictionary's fast pattern matches goes in as its own bytes (less any quotes
+around whole fields) plus that suffix, so the common row costs no per-field work in Python; any
+other line (a comma or quote inside a quoted field, padding, odd types, invalid) is validated field
+by field, and its typed values are written out with COPY's escapes.
 """
 
 from __future__ import annotations
@@ -105,10 +106,14 @@ class BatchBuilder:
     def add_block(self, block: Block) -> Iterator[Batch]:
         """Take a block of lines; yield each batch it completes."""
         data = block.data
+        fields = data.replace(b'"', b"") if block.quoted else data  # the fields' text (see Block)
         # surrogateescape: one character per undecodable byte, which the fast pattern refuses
-        text = data.decode("utf-8", errors="surrogateescape")
-        lines = data.split(b"\n")
-        copy_lines = data.replace(b"\r\n", b"\n").split(b"\n") if b"\r" in data else lines
+        text = fields.decode("utf-8", errors="surrogateescape")
+        lines = data.split(b"\n")  # as they are in the file: offsets, and the full path
+        if b"\r" in fields:
+            copy_lines = fields.replace(b"\r\n", b"\n").split(b"\n")
+        else:
+            copy_lines = fields.split(b"\n") if block.quoted else lines
         match, fmt, first = self._match, self._format, block.first_line
         offset = block.start_offset  # of line i
         i = pos = 0  # the next line: its index in the block and its position in `text`

@@ -6,10 +6,11 @@ skipped to its end and rejected, not buffered). RFC 4180 quoting is honoured (a 
 span lines); each record keeps its raw text and the byte offset just past it, so a resumed read can
 start exactly at a committed record boundary.
 
-`feed_items` gives the bulk of a file as `Block`s: runs of whole lines without a quote character,
-which need no CSV parsing and are validated many lines at a time (services/ingest/batches.py).
-Lines with quotes, and whatever follows an open quoted field, come as `Record`s. `feed` gives
-everything as records (the same records, one per line of a block).
+`feed_items` gives the bulk of a file as `Block`s: runs of whole lines that need no CSV parsing
+(no quote character, or quotes only around whole fields without quotes, commas or line ends in
+them), validated many lines at a time (services/ingest/batches.py). Any other line, and whatever
+follows an open quoted field, comes as a `Record`. `feed` gives everything as records (the same
+records: one per line of a block).
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ UNBALANCED = "unbalanced quote: a quoted field is never closed"
 # field (elsewhere it is an ordinary character); inside one, "" is a quote and " closes it.
 _FIELD = rb'(?>"(?:[^"]|"")*+"[^,]*|[^,"][^,]*|)'
 _CLOSED_RECORD = re.compile(_FIELD + rb"(?:," + _FIELD + rb")*")
+# Whole lines whose quotes, if any, only wrap whole fields holding no quote, comma or line end.
+_SIMPLE_FIELD = rb'(?:"[^",\n]*"\r?|[^",\n]*)'
+_SIMPLE_LINES = re.compile(rb"(?:" + _SIMPLE_FIELD + rb"(?:," + _SIMPLE_FIELD + rb")*\n)*+")
 
 
 class Record(msgspec.Struct):
@@ -46,12 +50,15 @@ class Record(msgspec.Struct):
 
 
 class Block(msgspec.Struct):
-    """Whole physical lines, each ending in LF, none holding a quote, no quoted field open before."""
+    """Whole physical lines, each ending in LF, no quoted field open before them, and each line one
+    record: either no quote in any line, or (`quoted`) quotes only around whole fields that hold no
+    quote, comma or line end, so that dropping every quote character leaves the fields' text."""
 
     data: bytes
     first_line: int  # 1-based line number of the block's first line
     start_offset: int  # byte offset of data[0] in the object
     lines: int  # how many lines: data.count(b"\n")
+    quoted: bool = False
 
     @property
     def end_offset(self) -> int:
@@ -140,6 +147,11 @@ class CsvRecordReader:
                 continue
             if quote < 0:
                 break  # no whole line left
+            simple = _SIMPLE_LINES.match(buf, start)
+            if simple is not None and simple.end() > start:  # quotes around plain fields only
+                yield self._block(buf[start : simple.end()], quoted=True)
+                start = simple.end()
+                continue
             nl = buf.find(b"\n", quote)
             if nl < 0:
                 break
@@ -167,9 +179,9 @@ class CsvRecordReader:
 
     # ---- internals ------------------------------------------------------------------------------
 
-    def _block(self, data: bytes) -> Block:
+    def _block(self, data: bytes, *, quoted: bool = False) -> Block:
         lines = data.count(b"\n")
-        block = Block(data, self._line + 1, self._offset, lines)
+        block = Block(data, self._line + 1, self._offset, lines, quoted)
         self._line += lines
         self._offset += len(data)
         return block
