@@ -82,7 +82,6 @@ def is_csv_key(key: str) -> bool:
 # PostgreSQL reads exactly as `validate_fields` does (tests/test_validation.py pins both).
 
 _INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
-_DIGITS: Final = frozenset("0123456789")
 # Date, 'T' or space, time with optional fraction, optional Z or ±HH:MM / ±HHMM / ±HH offset.
 # ASCII digits only: `\d` would also take other scripts' digits, which int() reads but no one means.
 _TS_RE: Final = re.compile(
@@ -117,31 +116,16 @@ def parse_text(column: str, text: str) -> str:
     return text
 
 
+_COMMON_TS: Final = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
+
+
 def _fast_timestamp(text: str) -> datetime | None:
-    """`YYYY-MM-DDTHH:MM:SSZ`, the shape of nearly every value, without the regex; else None."""
-    if (
-        len(text) == 20
-        and text[19] == "Z"
-        and text[4] == "-"
-        and text[7] == "-"
-        and text[10] == "T"
-        and text[13] == ":"
-        and text[16] == ":"
-        and text.isascii()
-        and _DIGITS.issuperset(text[0:4] + text[5:7] + text[8:10] + text[11:13] + text[14:16] + text[17:19])
-    ):
+    """`YYYY-MM-DDTHH:MM:SSZ`, the shape of nearly every value, read by the C parser; else None."""
+    if _COMMON_TS.fullmatch(text):
         try:
-            return datetime(
-                int(text[0:4]),
-                int(text[5:7]),
-                int(text[8:10]),
-                int(text[11:13]),
-                int(text[14:16]),
-                int(text[17:19]),
-                tzinfo=UTC,
-            )
+            return datetime.fromisoformat(text)  # this exact shape means the same to both parsers
         except ValueError:
-            return None  # the full parser says why
+            return None  # an impossible date or time: the full parser says why
     return None
 
 
@@ -182,22 +166,29 @@ _PARSERS: Final[dict[str, Callable[[str, str], Value]]] = {
 }
 
 
+@functools.cache
+def _plan(table: Table) -> tuple[tuple[str, Callable[[str, str], Value]], ...]:
+    return tuple((c.name, _PARSERS[c.type]) for c in table.columns)
+
+
 def validate_fields(table: Table, fields: list[str]) -> tuple[Value, ...]:
-    """Trimmed, typed values of one row, or FieldError with the row's first problem(s)."""
-    if len(fields) != len(table.columns):
+    """Trimmed, typed values of one row, or FieldError with the row's problems, all of them."""
+    plan = _plan(table)
+    if len(fields) != len(plan):
         raise FieldError(
             f"expected {len(table.columns)} fields ({', '.join(table.column_names)}), got {len(fields)}"
         )
-    values: list[Value] = []
-    problems: list[str] = []
-    for column, raw in zip(table.columns, fields, strict=True):
+    try:
+        return tuple([parse(name, raw.strip()) for (name, parse), raw in zip(plan, fields, strict=True)])
+    except FieldError:
+        pass
+    problems: list[str] = []  # again, field by field, to name every problem
+    for (name, parse), raw in zip(plan, fields, strict=True):
         try:
-            values.append(_PARSERS[column.type](column.name, raw.strip()))
+            parse(name, raw.strip())
         except FieldError as exc:
             problems.append(str(exc))
-    if problems:
-        raise FieldError("; ".join(problems))
-    return tuple(values)
+    raise FieldError("; ".join(problems))
 
 
 # The fast path's shapes (str patterns: `\s` is Unicode whitespace, exactly what str.strip() trims).

@@ -11,9 +11,9 @@ by field, and its typed values are written out with COPY's escapes.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
-from typing import Final
+from typing import Any, Final
 
 import msgspec
 
@@ -24,6 +24,12 @@ from shared.dictionary import FieldError, Table, Value, fast_lines_pattern, is_h
 COPY_OPTIONS: Final = {"format": "text", "delimiter": ","}
 # In text format only the delimiter, backslash, LF and CR need escaping.
 _ESCAPES: Final = str.maketrans({"\\": "\\\\", ",": "\\,", "\n": "\\n", "\r": "\\r"})
+# A typed value as COPY text: integers as digits, timestamps in ISO 8601 with their offset (UTC).
+_ENCODERS: Final[dict[str, Callable[[Any], str]]] = {
+    "integer": str,
+    "text": lambda value: value.translate(_ESCAPES),
+    "timestamptz": datetime.isoformat,
+}
 
 
 def copy_columns(table: Table) -> list[str]:
@@ -65,6 +71,7 @@ class BatchBuilder:
         self._table = table
         self._batch_rows = batch_rows
         self._match = fast_lines_pattern(table).match
+        self._encoders = [_ENCODERS[c.type] for c in table.columns]
         self._suffix = f",{object_id},"
         self._format = (b"%b," + str(object_id).encode() + b",%d\n").__mod__
         self._parts: list[bytes] = []
@@ -162,14 +169,7 @@ class BatchBuilder:
         self._rejects.append(RejectedRow(line, raw.replace("\x00", "\ufffd"), reason))
 
     def _encode(self, values: tuple[Value, ...], line: int) -> bytes:
-        fields = [
-            v.translate(_ESCAPES)
-            if isinstance(v, str)
-            else v.isoformat()
-            if isinstance(v, datetime)
-            else str(v)
-            for v in values
-        ]
+        fields = [encode(value) for encode, value in zip(self._encoders, values, strict=True)]
         return f"{','.join(fields)}{self._suffix}{line}\n".encode()
 
 
