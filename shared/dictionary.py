@@ -121,7 +121,7 @@ _COMMON_TS: Final = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0
 
 def _fast_timestamp(text: str) -> datetime | None:
     """`YYYY-MM-DDTHH:MM:SSZ`, the shape of nearly every value, read by the C parser; else None."""
-    if _COMMON_TS.fullmatch(text):
+    if _COMMON_TS.fullmatch(text) and text[11:13] < "24":  # some Pythons read 24:00 as midnight
         try:
             return datetime.fromisoformat(text)  # this exact shape means the same to both parsers
         except ValueError:
