@@ -374,3 +374,25 @@ async def test_replay_while_a_consumer_keeps_loading(fresh: Stack, tmp_path: Pat
         assert all(names[i] == f"B {i}" for i in range(20_001, 50_001))
     finally:
         await conn.close()
+
+
+async def test_a_file_that_keeps_failing_ends_in_the_dead_letter_queue(stack: Stack, tmp_path: Path) -> None:
+    """A persistent failure (here: the target table is missing) is retried, then redriven, not looped."""
+    own = stack.isolated(max_receive_count=2)
+    await stack.reset_data()
+    conn = await own.connect()
+    try:
+        await conn.execute("ALTER TABLE jobs RENAME TO jobs_away")
+        own.s3().put_object(Bucket=own.bucket, Key="jobs/x.csv", Body=b"1,Dev\n")
+        sqs = own.sqs()
+        with ConsumerProcess(own.env, tmp_path / "c.log") as consumer:
+            await eventually(
+                lambda: _depth(sqs, own.dlq_url), lambda d: d == 1, what="the message in the DLQ"
+            )
+            await eventually(lambda: _depth(sqs, own.queue_url), lambda d: d == 0, what="main queue empty")
+            assert consumer.log().count("message failed; it will be retried") >= 2
+        (obj,) = await objects(conn)
+        assert obj["status"] == "processing" and obj["rows_loaded"] == 0  # nothing half-applied
+    finally:
+        await conn.execute("ALTER TABLE IF EXISTS jobs_away RENAME TO jobs")
+        await conn.close()
