@@ -7,8 +7,9 @@ metrics through a PeriodicExportingMetricReader to OTLP/HTTP exporters at `<endp
 and `<endpoint>/v1/metrics`; the exporters and processors read the other standard variables
 themselves (OTEL_EXPORTER_OTLP_HEADERS, _TIMEOUT, _COMPRESSION, OTEL_BSP_SCHEDULE_DELAY,
 OTEL_METRIC_EXPORT_INTERVAL, OTEL_TRACES_SAMPLER, OTEL_RESOURCE_ATTRIBUTES, ...). Without one the
-providers are OpenTelemetry's no-op ones: no exporter, no processor, no thread, and instrumented
-code asks `Telemetry.enabled` to skip its own work.
+providers are OpenTelemetry's no-op ones (the consumer's tracer still makes trace ids, see
+`Telemetry.ids_only`): no exporter, no processor, no thread, and instrumented code asks
+`Telemetry.enabled` to skip its own work.
 """
 
 from __future__ import annotations
@@ -65,6 +66,18 @@ class Telemetry:
         """No-op providers: every span and instrument they make does nothing."""
         return cls(trace.NoOpTracerProvider(), metrics.NoOpMeterProvider(), enabled=False)
 
+    @classmethod
+    def ids_only(cls) -> Telemetry:
+        """Spans with real trace ids that go nowhere: no processor, no exporter, no thread.
+
+        For the consumer with tracing off, so each ingestion still has the trace id CONTRACT §4
+        promises in `GET /uploads/{id}` and its log lines carry it. `enabled` stays False: the
+        per-statement and per-call spans that only an exporter would want are not made.
+        """
+        from opentelemetry.sdk.trace import TracerProvider
+
+        return cls(TracerProvider(), metrics.NoOpMeterProvider(), enabled=False)
+
     def tracer(self, scope: str) -> trace.Tracer:
         return self.tracer_provider.get_tracer(scope, package_version())
 
@@ -84,10 +97,11 @@ class Telemetry:
             self._shutdown()
 
 
-def setup_telemetry(settings: TelemetrySettings) -> Telemetry:
-    """The process's telemetry: OTLP/HTTP export when `settings.otlp_endpoint` is set, else no-op."""
+def setup_telemetry(settings: TelemetrySettings, *, ids_without_export: bool = False) -> Telemetry:
+    """The process's telemetry: OTLP/HTTP export when `settings.otlp_endpoint` is set, else no-op
+    (or, with `ids_without_export`, `Telemetry.ids_only()`)."""
     if not settings.otlp_endpoint:
-        return Telemetry.disabled()
+        return Telemetry.ids_only() if ids_without_export else Telemetry.disabled()
     # Imported here: a process without an endpoint never loads the SDK or the exporters.
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -56,6 +57,16 @@ async def test_challenge_files_uploaded_in_any_order_give_the_expected_metrics(
         "jobs": ("loaded", 183, 0),
         "departments": ("loaded", 12, 0),
     }
+    # each ingestion has its trace id, tracing on or off (here: off), and the consumer's log has it
+    trace_id = statuses["hired_employees"]["trace_id"]
+    assert isinstance(trace_id, str) and re.fullmatch(r"[0-9a-f]{32}", trace_id)
+    assert len({s["trace_id"] for s in statuses.values()}) == 3
+    loaded_lines = [
+        json.loads(line)
+        for line in (tmp_path / "consumer.log").read_text().splitlines()
+        if '"object loaded"' in line
+    ]
+    assert any(line.get("trace_id") == trace_id for line in loaded_lines)
     expected = json.loads((DATA / "globant-2021.json").read_text())
     assert await (await client.get("/metrics/hires?year=2021")).json() == expected["hires"]
     departments = await (await client.get("/metrics/departments?year=2021")).json()

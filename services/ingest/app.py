@@ -47,7 +47,10 @@ async def run_ingest(
     unless the caller passes its own, which it then also shuts down itself."""
     assert settings.queue_url is not None, "load_settings(require_queue=True) guarantees it"
     owned = telemetry is None
-    telemetry = setup_telemetry(settings.telemetry) if telemetry is None else telemetry
+    # ids_without_export: every ingestion has a trace id (ledger, logs), tracing on or off
+    telemetry = (
+        setup_telemetry(settings.telemetry, ids_without_export=True) if telemetry is None else telemetry
+    )
     try:
         await _consume(settings, options, stop, telemetry)
     finally:
