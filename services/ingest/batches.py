@@ -51,11 +51,6 @@ class Batch(msgspec.Struct):
     end_offset: int  # byte offset just past the batch's last record: the resume point
     end_line: int  # physical lines consumed up to end_offset
 
-    @property
-    def rows(self) -> range:
-        """One entry per row to load: len(batch.rows) is the row count."""
-        return range(self.row_count)
-
 
 class BatchBuilder:
     """Collects records and blocks into batches of at most `batch_rows` loaded-or-rejected rows.

@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import enum
 import time
+import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 import msgspec
@@ -51,6 +52,12 @@ class Superseded(Exception):
 
 class ObjectGone(Exception):
     """The object version named by an event cannot be read any more."""
+
+
+class Registered(NamedTuple):
+    object_id: int
+    status: str
+    order_key: str
 
 
 class Resolved(msgspec.Struct, frozen=True):
@@ -104,9 +111,8 @@ class Loader:
         vid = head.get("VersionId")
         vid = None if vid in (None, "null") else str(vid)
         etag = _etag(head) or ev.etag
-        stamp = ev.sequencer or ev.event_time.strftime("%Y%m%dT%H%M%S.%f")
         return Resolved(
-            version=vid or f"etag:{etag}@{stamp}",
+            version=vid or _unversioned(ev, etag),
             s3_version_id=vid,
             etag=etag,
             size=head.get("ContentLength", ev.size),
@@ -137,10 +143,9 @@ class Loader:
 
     # ---- the ledger -------------------------------------------------------------------------
 
-    async def register(
-        self, ev: ObjectEvent, resolved: Resolved | None, table: str | None
-    ) -> tuple[int, str]:
-        version = resolved.version if resolved else f"etag:{ev.etag}@{ev.event_time.isoformat()}"
+    async def register(self, ev: ObjectEvent, resolved: Resolved | None, table: str | None) -> Registered:
+        """The ledger row of the version (made on first sight), its status and its upload order."""
+        version = resolved.version if resolved else _unversioned(ev, ev.etag)
         row = await self._pool.fetchrow(
             sql.REGISTER_OBJECT,
             ev.bucket,
@@ -154,7 +159,7 @@ class Loader:
             resolved.size if resolved else ev.size,
         )
         assert row is not None
-        return int(row["id"]), str(row["status"])
+        return Registered(int(row["id"]), str(row["status"]), str(row["order_key"]))
 
     async def record_event(
         self,
@@ -189,13 +194,13 @@ class Loader:
         try:
             resolved = await self.resolve(ev)
         except ObjectGone as exc:
-            object_id, status = await self.register(ev, None, table)
+            object_id, status, _ = await self.register(ev, None, table)
             if status != "processing":
                 return Result(Outcome.DUPLICATE, object_id)
             await self._pool.execute(sql.FAIL_OBJECT, object_id, str(exc))
             return Result(Outcome.FAILED, object_id, detail=str(exc))
         self._tel.object_resolved(resolved.version, resolved.metadata)
-        object_id, status = await self.register(ev, resolved, table)
+        object_id, status, _ = await self.register(ev, resolved, table)
         if status != "processing":
             return Result(Outcome.DUPLICATE, object_id)
         if table is None:
@@ -342,15 +347,15 @@ class Loader:
                         object_id,
                         batch.end_line,
                         batch.end_offset,
-                        len(batch.rows),
+                        batch.row_count,
                         len(batch.rejects),
                     )
                 lines_done = batch.end_line
-                loaded += len(batch.rows)
+                loaded += batch.row_count
                 rejected += len(batch.rejects)
                 n_batches += 1
                 log.debug(
-                    "batch committed", object_id=object_id, rows=len(batch.rows), rejects=len(batch.rejects)
+                    "batch committed", object_id=object_id, rows=batch.row_count, rejects=len(batch.rejects)
                 )
                 if on_progress is not None:
                     await on_progress()
@@ -391,6 +396,11 @@ class Loader:
                 yield chunk
 
 
+def _unversioned(ev: ObjectEvent, etag: str | None) -> str:
+    """The ledger identity of a version in a bucket without versioning: its content and event."""
+    return f"etag:{etag}@{ev.sequencer or ev.event_time.strftime('%Y%m%dT%H%M%S.%f')}"
+
+
 def _etag(head: dict[str, Any]) -> str | None:
     etag = head.get("ETag")
     return str(etag).strip('"') if etag else None
@@ -401,8 +411,6 @@ def _upload_id(metadata: dict[str, str]) -> str | None:
     if not value:
         return None
     try:
-        import uuid
-
         return str(uuid.UUID(value))
     except ValueError:
         return None

@@ -17,7 +17,7 @@ import msgspec
 import structlog
 
 from services.ingest import sql
-from services.ingest.events import ObjectEvent, order_key
+from services.ingest.events import ObjectEvent
 from services.ingest.loader import Loader, ObjectGone, Outcome
 from shared.dictionary import TABLES, is_csv_key, table_for_key
 
@@ -78,9 +78,9 @@ async def _replay_table(
     async with pool.acquire() as lock_conn:
         await lock_conn.execute(sql.TABLE_LOCK_EXCLUSIVE, sql.table_lock_id(name))
         try:
-            report.rows_before = int(await lock_conn.fetchval(f"SELECT count(*) FROM {name}"))
-            await lock_conn.execute(f"DROP TABLE IF EXISTS {shadow}")
-            await lock_conn.execute(f"CREATE TABLE {shadow} (LIKE {name} INCLUDING ALL)")
+            report.rows_before = int(await lock_conn.fetchval(sql.count_rows(name)))
+            for statement in sql.create_shadow(name, shadow):
+                await lock_conn.execute(statement)
             plan: list[tuple[str, int, Any, ObjectEvent]] = []
             for ev in events:
                 try:
@@ -89,18 +89,8 @@ async def _replay_table(
                     log.warning("version unreadable, skipped", key=ev.key, reason=str(exc))
                     report.failed += 1
                     continue
-                object_id, _ = await loader.register(ev, resolved, name)
-                known = await lock_conn.fetchval(
-                    "SELECT order_key FROM ingest_objects WHERE id = $1", object_id
-                )
-                plan.append(
-                    (
-                        str(known or order_key(ev.event_time, None, ev.key, resolved.version)),
-                        object_id,
-                        resolved,
-                        ev,
-                    )
-                )
+                registered = await loader.register(ev, resolved, name)
+                plan.append((registered.order_key, registered.object_id, resolved, ev))
             plan.sort(key=lambda p: p[0])
             for _, object_id, resolved, ev in plan:
                 result = await loader.apply(
@@ -117,11 +107,9 @@ async def _replay_table(
                     )
             async with lock_conn.transaction():
                 # The swap: one transaction, so a reader sees the old table or the new one, never neither.
-                await lock_conn.execute(f"LOCK TABLE {name} IN ACCESS EXCLUSIVE MODE")
-                await lock_conn.execute(f"TRUNCATE {name}")
-                await lock_conn.execute(f"INSERT INTO {name} SELECT * FROM {shadow}")
-                await lock_conn.execute(f"DROP TABLE {shadow}")
-            report.rows_after = int(await lock_conn.fetchval(f"SELECT count(*) FROM {name}"))
+                for statement in sql.swap_in_shadow(name, shadow):
+                    await lock_conn.execute(statement)
+            report.rows_after = int(await lock_conn.fetchval(sql.count_rows(name)))
         finally:
             await lock_conn.execute(sql.TABLE_UNLOCK_EXCLUSIVE, sql.table_lock_id(name))
     log.info("table replayed", **msgspec.structs.asdict(report), at=datetime.now(UTC).isoformat())

@@ -13,7 +13,7 @@ INSERT INTO ingest_objects
     (bucket, key, version, etag, sequencer, event_time, order_key, table_name, size_bytes)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
 ON CONFLICT (bucket, key, version) DO UPDATE SET bucket = excluded.bucket
-RETURNING id, status, (xmax = 0) AS inserted
+RETURNING id, status, order_key
 """
 
 RECORD_EVENT: Final = """
@@ -83,6 +83,25 @@ OBJECTS_OF_TABLE: Final = """
 SELECT id, bucket, key, version, order_key FROM ingest_objects
 WHERE table_name = $1 AND bucket = $2 ORDER BY order_key
 """
+
+
+def count_rows(table: str) -> str:
+    return f"SELECT count(*) FROM {table}"
+
+
+def create_shadow(table: str, shadow: str) -> list[str]:
+    """The empty copy `hiring replay` rebuilds a table into."""
+    return [f"DROP TABLE IF EXISTS {shadow}", f"CREATE TABLE {shadow} (LIKE {table} INCLUDING ALL)"]
+
+
+def swap_in_shadow(table: str, shadow: str) -> list[str]:
+    """Run in one transaction: readers see the old rows or the new ones, never neither."""
+    return [
+        f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE",
+        f"TRUNCATE {table}",
+        f"INSERT INTO {table} SELECT * FROM {shadow}",
+        f"DROP TABLE {shadow}",
+    ]
 
 
 def table_lock_id(table: str) -> int:

@@ -228,7 +228,7 @@ class IngestTelemetry:
         started = time.perf_counter()
         attributes: dict[str, str | int] = {
             "hiring.table": table,
-            "hiring.batch.rows": len(batch.rows),
+            "hiring.batch.rows": batch.row_count,
             "hiring.batch.rejects": len(batch.rejects),
             "hiring.batch.end_line": batch.end_line,
         }
@@ -243,7 +243,7 @@ class IngestTelemetry:
             seconds = time.perf_counter() - started
             if failed is None:
                 self.batch_duration.record(seconds, {"table": table})
-                self.rows_loaded.add(len(batch.rows), {"table": table})
+                self.rows_loaded.add(batch.row_count, {"table": table})
                 self.rows_rejected.add(len(batch.rejects), {"table": table})
             else:
                 self.batch_duration.record(seconds, {"table": table, "error.type": failed})
