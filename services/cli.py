@@ -93,9 +93,38 @@ def cmd_dev(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_upload(args: argparse.Namespace) -> int:
+    from services.upload_cli import UploadOptions, main_upload
+
+    return main_upload(
+        UploadOptions(
+            paths=tuple(args.paths),
+            table=args.table,
+            api_url=args.api,
+            bucket=args.bucket,
+            wait=args.wait,
+            presign_above=args.presign_above,
+        )
+    )
+
+
+def cmd_retract(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from services.upload_cli import run_retract
+
+    return asyncio.run(run_retract(args.id, args.api, args.wait, os.environ, Console()))
+
+
 def _positive(text: str) -> int:
     if not text.isdigit() or not 0 < int(text) <= 64:
         raise argparse.ArgumentTypeError(f"expected an integer from 1 to 64, got {text!r}")
+    return int(text)
+
+
+def _bytes(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a number of bytes, got {text!r}")
     return int(text)
 
 
@@ -136,6 +165,35 @@ def parser() -> argparse.ArgumentParser:
     r = sub.add_parser("replay", help="rebuild the tables from the objects in the bucket")
     r.add_argument("--table", choices=["hired_employees", "departments", "jobs"])
     r.set_defaults(func=cmd_replay)
+
+    u = sub.add_parser(
+        "upload",
+        help="upload CSV files and folders (through the API, or straight into the bucket)",
+        description="Exit status: 0 every file loaded, 1 some row was rejected, 2 a file failed or was not"
+        " sent. Through the API, $HIRING_API_URL is the default URL and $HIRING_API_KEY the API key.",
+    )
+    u.add_argument("paths", nargs="+", metavar="PATH", help="CSV files, and folders of them")
+    u.add_argument(
+        "--table", choices=["hired_employees", "departments", "jobs"], help="the table of every file"
+    )
+    where = u.add_mutually_exclusive_group()
+    where.add_argument("--api", metavar="URL", help="the query API (default $HIRING_API_URL or :8080)")
+    where.add_argument("--bucket", action="store_true", help="put into S3_RAW_BUCKET, follow the ledger")
+    u.add_argument("--wait", action="store_true", help="follow each file until it is loaded or failed")
+    u.add_argument(
+        "--presign-above",
+        type=_bytes,
+        default=8 * 1024 * 1024,
+        metavar="BYTES",
+        help="through the API, send bigger files by presigned S3 part URLs (default 8 MiB)",
+    )
+    u.set_defaults(func=cmd_upload)
+
+    rt = sub.add_parser("retract", help="undo an upload: DELETE /uploads/ID (admin scope)")
+    rt.add_argument("id", metavar="ID", help="an upload id (a UUID or obj-<n>, from GET /uploads)")
+    rt.add_argument("--api", metavar="URL", help="the query API (default $HIRING_API_URL or :8080)")
+    rt.add_argument("--wait", action="store_true", help="until its status is retracted")
+    rt.set_defaults(func=cmd_retract)
     return p
 
 

@@ -57,7 +57,7 @@ def test_scopes_may_be_spaced_and_in_any_order() -> None:
         ("s3cr3t-value-xyz", "entry 1 is malformed"),
         ("s3cr3t-value-xyz:", "entry 1 has unknown scopes"),
         ("s3cr3t-value-xyz:write", "entry 1 has unknown scopes"),
-        ("s3cr3t-value-xyz:read+admin", "entry 1 has unknown scopes"),
+        ("s3cr3t-value-xyz:read+root", "entry 1 has unknown scopes"),
         ("good-key-0001:read,s3cr3t:read", "entry 2 has a malformed key"),
         ("s3cr3t value xyz:read", "entry 1 has a malformed key"),
         ("s3cr3t:x:read", "entry 1 has a malformed key"),

@@ -15,7 +15,15 @@ import structlog
 from aiohttp import web
 from opentelemetry import trace
 
-from services.query import health, openapi, routes_metrics, routes_uploads
+from services.query import (
+    health,
+    openapi,
+    routes_dashboard,
+    routes_history,
+    routes_metrics,
+    routes_presign,
+    routes_uploads,
+)
 from services.query.auth import ApiKeys, auth_middleware, parse_api_keys
 from services.query.cache import MetricsCache
 from services.query.endpoints import Endpoint
@@ -34,8 +42,11 @@ SCOPE: Final = "hiring.query"
 ENDPOINTS: Final[tuple[Endpoint, ...]] = (
     *health.ENDPOINTS,
     *routes_uploads.ENDPOINTS,
+    *routes_history.ENDPOINTS,
+    *routes_presign.ENDPOINTS,
     *routes_metrics.ENDPOINTS,
     *openapi.ENDPOINTS,
+    *routes_dashboard.ENDPOINTS,
 )
 
 

@@ -1,8 +1,8 @@
 """API keys: `HIRING_API_KEYS` and the middleware that checks them.
 
-Format: comma-separated `KEY:SCOPES` entries, SCOPES being `read`, `upload` or `read+upload`
-(whitespace around entries is ignored), e.g.
-`HIRING_API_KEYS=k3y-for-dashboards:read,k3y-for-etl:read+upload`.
+Format: comma-separated `KEY:SCOPES` entries, SCOPES being `read`, `upload`, `admin` or several joined
+by `+` (`read+upload`; whitespace around entries is ignored), e.g.
+`HIRING_API_KEYS=k3y-for-dashboards:read,k3y-for-etl:read+upload,k3y-for-ops:read+admin`.
 A key is 8 to 256 printable ASCII characters without spaces, `,` or `:`. In AWS the value comes from a
 Secrets Manager secret injected into that variable. Empty or unset: the API is open.
 
@@ -31,7 +31,9 @@ log = structlog.get_logger()
 
 SCOPES: Final[frozenset[str]] = frozenset(get_args(Scope))
 _KEY_RE: Final = re.compile(r"[\x21-\x7e]{8,256}")
-_FORMAT: Final = "expected comma-separated KEY:SCOPES entries, SCOPES one of read, upload, read+upload"
+_FORMAT: Final = (
+    "expected comma-separated KEY:SCOPES entries, SCOPES read, upload, admin or several joined by +"
+)
 
 
 class ApiKey:

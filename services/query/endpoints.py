@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from aiohttp import web
 
-Scope = Literal["read", "upload"]
+Scope = Literal["read", "upload", "admin"]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -26,7 +26,7 @@ class Param:
 
 @dataclass(frozen=True)
 class Endpoint:
-    method: Literal["GET", "POST"]
+    method: Literal["GET", "POST", "DELETE"]
     path: str  # aiohttp's canonical form, `{name}` for path parameters (the same in OpenAPI)
     handler: Handler
     summary: str

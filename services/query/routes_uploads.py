@@ -14,10 +14,10 @@ import structlog
 from aiohttp import BodyPartReader, web
 from botocore.exceptions import BotoCoreError, ClientError
 
-from services.query import sql
+from services.query import rejects_csv, sql, upload_refs
 from services.query.endpoints import Endpoint, Param
 from services.query.errors import ApiError
-from services.query.http import json_response
+from services.query.http import json_response, wants_csv
 from services.query.params import int_param
 from services.query.schemas import (
     ErrorBody,
@@ -25,7 +25,6 @@ from services.query.schemas import (
     RejectsPage,
     UploadAccepted,
     UploadsAccepted,
-    UploadState,
     UploadStatus,
 )
 from services.query.state import OPTIONS, POOL, S3, SETTINGS
@@ -51,7 +50,7 @@ def _known_table(table: str, where: str) -> str:
     return table
 
 
-def _safe_filename(name: str | None, table: str) -> str:
+def safe_filename(name: str | None, table: str) -> str:
     """The file name part of the key: the base name the client gave (no directories, no control
     characters), ending in `.csv` so the consumer takes it; `<table>.csv` when there is none."""
     base = _UNSAFE_NAME_CHARS.sub("", (name or "").replace("\\", "/").rsplit("/", 1)[-1]).strip()
@@ -89,7 +88,7 @@ class _Batch:
 
     async def receive(self, table: str, filename: str | None, chunks: AsyncIterator[bytes]) -> None:
         upload_id = uuid.uuid4()
-        key = f"{table}/{upload_id}/{_safe_filename(filename, table)}"
+        key = f"{table}/{upload_id}/{safe_filename(filename, table)}"
         metadata = {"upload-id": str(upload_id)}
         traceparent = current_traceparent()  # S3 events carry no trace context: the consumer links to it
         if traceparent is not None:
@@ -213,50 +212,18 @@ async def upload(request: web.Request) -> web.Response:
 # ---- status and rejects -------------------------------------------------------------------------
 
 
-def _upload_id(request: web.Request) -> uuid.UUID:
-    raw = request.match_info["id"]
-    try:
-        return uuid.UUID(raw)
-    except ValueError:
-        raise ApiError(400, f"malformed upload id {raw!r}: expected a UUID") from None
-
-
-async def _status_row(request: web.Request, upload_id: uuid.UUID) -> sql.UploadRow:
-    row = await sql.upload_status(request.app[POOL], upload_id)
-    if row is None:
-        raise ApiError(404, f"no upload {upload_id}")
-    return row
-
-
-def _state(row: sql.UploadRow) -> UploadState:
-    return row.status or "queued"
-
-
 async def upload_status(request: web.Request) -> web.Response:
-    row = await _status_row(request, _upload_id(request))
-    body = UploadStatus(
-        id=str(row.id),
-        table=row.table_name,
-        key=row.key,
-        status=_state(row),
-        rows_loaded=row.rows_loaded or 0,
-        rows_rejected=row.rows_rejected or 0,
-        trace_id=row.trace_id,
-        error=row.error,
-        created_at=row.created_at,
-        started_at=row.started_at,
-        finished_at=row.finished_at,
-        filename=row.filename,
-        size_bytes=row.size_bytes,
-    )
-    return json_response(body)
+    return json_response(upload_refs.status_body(await upload_refs.from_path(request)))
 
 
-async def upload_rejects(request: web.Request) -> web.Response:
-    upload_id = _upload_id(request)
-    limit = int_param(request.query.get("limit"), "limit", DEFAULT_REJECTS_LIMIT, 1, MAX_REJECTS_LIMIT)
+async def upload_rejects(request: web.Request) -> web.StreamResponse:
+    row = await upload_refs.from_path(request)
+    given_limit = request.query.get("limit")
     offset = int_param(request.query.get("offset"), "offset", 0, 0, 2**31 - 1)
-    row = await _status_row(request, upload_id)
+    if wants_csv(request.headers.get("Accept", "")):  # an export: every reject unless ?limit= is given
+        limit_or_all = None if given_limit is None else int_param(given_limit, "limit", 0, 1, 2**31 - 1)
+        return await rejects_csv.stream(request, row, offset, limit_or_all)
+    limit = int_param(given_limit, "limit", DEFAULT_REJECTS_LIMIT, 1, MAX_REJECTS_LIMIT)
     rejects: list[Reject] = []
     next_offset: int | None = None
     if row.object_id is not None:
@@ -265,17 +232,26 @@ async def upload_rejects(request: web.Request) -> web.Response:
         if len(found) > limit:
             next_offset = offset + limit
     body = RejectsPage(
-        upload_id=str(upload_id),
-        status=_state(row),
+        upload_id=row.id,
+        status=upload_refs.state(row),
         limit=limit,
         offset=offset,
         next_offset=next_offset,
         rejects=rejects,
     )
-    return json_response(body)
+    response = json_response(body)
+    response.headers["Vary"] = "Accept"
+    return response
 
 
-_ID = Param("id", "path", {"type": "string", "format": "uuid"}, "the upload's id, from POST /upload", True)
+_ID = Param(
+    "id",
+    "path",
+    {"type": "string"},
+    "the upload's id: a UUID from POST /upload, or any id from GET /uploads (obj-<n> for a file put"
+    " into the bucket by another tool)",
+    True,
+)
 _ERRORS = {400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 404: ErrorBody}
 
 ENDPOINTS: Final = (
@@ -323,9 +299,11 @@ ENDPOINTS: Final = (
         "GET",
         "/uploads/{id}/rejects",
         upload_rejects,
-        "The rejected rows of an upload (line, raw text, reason), ordered by line",
+        "The rejected rows of an upload (line, raw text, reason), ordered by line; as CSV (every row,"
+        " unless ?limit= is given) when Accept prefers text/csv",
         scope="read",
         responses={200: RejectsPage, **_ERRORS},
+        csv_columns=rejects_csv.COLUMNS,
         params=(
             _ID,
             Param(

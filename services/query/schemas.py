@@ -8,7 +8,7 @@ from typing import Literal
 
 import msgspec
 
-UploadState = Literal["queued", "processing", "loaded", "failed"]
+UploadState = Literal["queued", "processing", "loaded", "failed", "retracted"]
 
 
 class ErrorBody(msgspec.Struct, frozen=True):
@@ -66,7 +66,7 @@ class UploadStatus(msgspec.Struct, frozen=True):
     """`GET /uploads/{id}`: the upload and the outcome of its latest ingestion."""
 
     id: str
-    table: str
+    table: str | None  # None for an object whose key names no table (it failed with that reason)
     key: str
     status: UploadState
     rows_loaded: int
@@ -78,6 +78,12 @@ class UploadStatus(msgspec.Struct, frozen=True):
     finished_at: datetime | None
     filename: str | None
     size_bytes: int | None
+    # where it is in the bucket and the ledger (None while queued): the object version it stands for
+    bucket: str | None = None
+    version: str | None = None
+    ledger_id: int | None = None  # ingest_objects.id
+    lines_done: int = 0  # the committed checkpoint: physical lines and bytes of the file applied
+    bytes_done: int = 0
 
 
 class Reject(msgspec.Struct, frozen=True):
@@ -96,3 +102,30 @@ class RejectsPage(msgspec.Struct, frozen=True):
     offset: int
     next_offset: int | None
     rejects: list[Reject]
+
+
+class UploadsPage(msgspec.Struct, frozen=True):
+    """`GET /uploads`: newest first; pass `next_after` as `?after=` for the next page (null: the last)."""
+
+    limit: int
+    next_after: str | None
+    uploads: list[UploadStatus]
+
+
+class ReasonCount(msgspec.Struct, frozen=True):
+    """Rejects of one kind: the reason with the row's own values replaced by '…', how many rows, the
+    first such line and the full reason given for it."""
+
+    reason: str
+    count: int
+    first_line: int
+    example: str
+
+
+class RejectReasons(msgspec.Struct, frozen=True):
+    """`GET /uploads/{id}/rejects/reasons`: the upload's rejects counted per kind, most frequent first."""
+
+    upload_id: str
+    status: UploadState
+    rows_rejected: int
+    reasons: list[ReasonCount]

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
-from typing import Literal
 
 import asyncpg
 import msgspec
 
 from services.query.metrics import PairHires
-from services.query.schemas import Reject
+from services.query.schemas import ReasonCount, Reject
 
 
 class YearData(msgspec.Struct, frozen=True):
@@ -92,11 +91,36 @@ VALUES ($1, $2, $3, $4, $5, $6, $7)
 
 _DELETE_UPLOADS = "DELETE FROM uploads WHERE id = ANY($1::uuid[])"
 
-# The upload and its latest ledger row (by ledger id), if the consumer has seen it yet.
-_UPLOAD_STATUS = """
-SELECT u.id, u.table_name, u.key, u.filename, u.size_bytes, u.created_at,
-       o.id AS object_id, o.status, o.rows_loaded, o.rows_rejected, o.error,
-       coalesce(o.trace_id, u.trace_id) AS trace_id, o.started_at, o.finished_at
+_REJECTS = """
+SELECT line, raw, reason FROM ingest_rejects
+WHERE object_id = $1
+ORDER BY line
+LIMIT $2 OFFSET $3
+"""
+
+
+# ---- the load history: uploads and every ledger row (one per object version) ------------------
+
+# An upload's public id: its UUID (for the upload's latest ledger row), else obj-<ledger id>.
+_ITEM = """
+CASE WHEN o.id IS NULL THEN u.id::text
+     WHEN o.upload_id IS NOT NULL AND NOT EXISTS (
+         SELECT 1 FROM ingest_objects n WHERE n.upload_id = o.upload_id AND n.id > o.id
+     ) THEN o.upload_id::text
+     ELSE 'obj-' || o.id END AS id,
+coalesce(u.created_at, o.event_time) AS sort_at,
+coalesce(o.table_name, u.table_name) AS table_name,
+coalesce(o.bucket, u.bucket) AS bucket,
+coalesce(o.key, u.key) AS key,
+o.version, o.etag, u.key AS upload_key, u.filename,
+coalesce(o.size_bytes, u.size_bytes) AS size_bytes,
+coalesce(u.created_at, o.first_seen_at) AS created_at,
+o.id AS object_id, o.status, o.rows_loaded, o.rows_rejected, o.error,
+coalesce(o.trace_id, u.trace_id) AS trace_id, o.started_at, o.finished_at, o.lines_done, o.bytes_done
+"""
+
+_BY_UPLOAD = f"""
+SELECT {_ITEM}
 FROM uploads u
 LEFT JOIN LATERAL (
     SELECT * FROM ingest_objects i WHERE i.upload_id = u.id ORDER BY i.id DESC LIMIT 1
@@ -104,11 +128,60 @@ LEFT JOIN LATERAL (
 WHERE u.id = $1
 """
 
-_REJECTS = """
+_BY_LEDGER_UPLOAD_ID = f"""
+SELECT {_ITEM}
+FROM ingest_objects o LEFT JOIN uploads u ON u.id = o.upload_id
+WHERE o.upload_id = $1
+ORDER BY o.id DESC
+LIMIT 1
+"""
+
+_BY_LEDGER_ID = f"""
+SELECT {_ITEM}
+FROM ingest_objects o LEFT JOIN uploads u ON u.id = o.upload_id
+WHERE o.id = $1
+"""
+
+# Every ledger row, plus the uploads no consumer has seen yet (queued).
+_LIST_UPLOADS = f"""
+WITH items AS (
+    SELECT {_ITEM}
+    FROM ingest_objects o LEFT JOIN uploads u ON u.id = o.upload_id
+    UNION ALL
+    SELECT {_ITEM}
+    FROM uploads u LEFT JOIN ingest_objects o ON false
+    WHERE NOT EXISTS (SELECT 1 FROM ingest_objects i WHERE i.upload_id = u.id)
+)
+SELECT * FROM items
+WHERE ($1::text IS NULL OR coalesce(status, 'queued') = $1)
+  AND ($2::text IS NULL OR table_name = $2)
+  AND ($3::timestamptz IS NULL OR (sort_at, id) < ($3, $4::text))
+ORDER BY sort_at DESC, id DESC
+LIMIT $5
+"""
+
+# Rejects grouped by the kind of problem: the quoted values a reason repeats from the row ('8.0',
+# "O'Brien") and the line numbers and lengths of the reader's reasons become '…' / N.
+_REASON_KIND = r"""
+regexp_replace(
+    regexp_replace(reason, $re$'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"$re$, '…', 'g'),
+    '(line|is) [0-9]+', '\1 N', 'g'
+)
+"""
+
+_REJECT_REASONS = f"""
+SELECT kind AS reason, count(*)::int AS count, min(line) AS first_line,
+       (array_agg(reason ORDER BY line))[1] AS example
+FROM (SELECT {_REASON_KIND} AS kind, line, reason FROM ingest_rejects WHERE object_id = $1) r
+GROUP BY kind
+ORDER BY count(*) DESC, kind
+"""
+
+_REJECTS_ALL = """
 SELECT line, raw, reason FROM ingest_rejects
 WHERE object_id = $1
 ORDER BY line
-LIMIT $2 OFFSET $3
+OFFSET $2 LIMIT $3
 """
 
 
@@ -134,27 +207,83 @@ async def delete_uploads(conn: asyncpg.Connection | asyncpg.Pool, ids: Sequence[
 
 
 class UploadRow(msgspec.Struct, frozen=True):
-    """An upload and its latest ledger row (the ledger fields are None while it is queued)."""
+    """One item of the load history: an upload (POST /upload, presigned) and/or the ledger row of an
+    object version. The ledger fields are None while an upload is queued (not yet seen by a consumer).
 
-    id: uuid.UUID
-    table_name: str
+    `id` is the public id: the upload's UUID when the object carries one (metadata `upload-id`) and
+    this is that upload's latest ledger row, else `obj-<ledger id>`. `sort_at` orders the history:
+    when the upload was accepted, or the S3 event time of a file put into the bucket otherwise."""
+
+    id: str
+    sort_at: datetime
+    table_name: str | None
+    bucket: str
     key: str
+    version: str | None
+    etag: str | None
+    upload_key: str | None  # the key POST /upload (or a presigned upload) wrote, if any
     filename: str | None
     size_bytes: int | None
     created_at: datetime
     object_id: int | None
-    status: Literal["processing", "loaded", "failed"] | None  # the ledger's CHECK constraint
+    status: str | None  # the ledger's status (CHECK constraint), None while queued
     rows_loaded: int | None
     rows_rejected: int | None
     error: str | None
     trace_id: str | None
     started_at: datetime | None
     finished_at: datetime | None
+    lines_done: int | None
+    bytes_done: int | None
 
 
 async def upload_status(conn: asyncpg.Connection | asyncpg.Pool, upload_id: uuid.UUID) -> UploadRow | None:
-    row = await conn.fetchrow(_UPLOAD_STATUS, upload_id)
+    """The upload with this UUID and its latest ledger row, or the latest ledger row of an object
+    whose metadata names this UUID (a file put into the bucket with an `upload-id`)."""
+    row = await conn.fetchrow(_BY_UPLOAD, upload_id)
+    if row is None:
+        row = await conn.fetchrow(_BY_LEDGER_UPLOAD_ID, upload_id)
     return None if row is None else UploadRow(**dict(row))
+
+
+async def upload_by_ledger_id(conn: asyncpg.Connection | asyncpg.Pool, ledger_id: int) -> UploadRow | None:
+    row = await conn.fetchrow(_BY_LEDGER_ID, ledger_id)
+    return None if row is None else UploadRow(**dict(row))
+
+
+async def list_uploads(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    *,
+    status: str | None,
+    table: str | None,
+    after: UploadRow | None,
+    limit: int,
+) -> list[UploadRow]:
+    """Newest first (sort_at, then id, both descending), strictly after the item `after`."""
+    rows = await conn.fetch(
+        _LIST_UPLOADS,
+        status,
+        table,
+        None if after is None else after.sort_at,
+        None if after is None else after.id,
+        limit,
+    )
+    return [UploadRow(**dict(r)) for r in rows]
+
+
+async def reject_reasons(conn: asyncpg.Connection | asyncpg.Pool, object_id: int) -> list[ReasonCount]:
+    rows = await conn.fetch(_REJECT_REASONS, object_id)
+    return [ReasonCount(**dict(r)) for r in rows]
+
+
+async def reject_pages(
+    conn: asyncpg.Connection, object_id: int, offset: int, limit: int | None, page: int = 5000
+) -> AsyncIterator[list[Reject]]:
+    """The rejects from `offset` (at most `limit`), by line, in pages read through one cursor (the
+    caller holds `conn` in a transaction)."""
+    cursor = await conn.cursor(_REJECTS_ALL, object_id, offset, limit)
+    while rows := await cursor.fetch(page):
+        yield [Reject(line=r["line"], raw=r["raw"], reason=r["reason"]) for r in rows]
 
 
 async def rejects(
