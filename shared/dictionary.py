@@ -51,17 +51,16 @@ def table_for_key(key: str) -> str | None:
 
     The first path segment when it names a table (`hired_employees/2021/07.csv`), else the file
     name's stem when it starts with a table name
-    (`jobs.csv`, `hired_employees_2021-07.csv`).
+    (`jobs.csv`, `hired_employees_2021-07.csv`, `jobs.csv.gz`).
     """
     parts = [p for p in key.split("/") if p]
     if not parts:
         return None
     if len(parts) > 1 and parts[0] in TABLES:
         return parts[0]
-    stem = parts[-1]
+    stem = parts[-1].lower().removesuffix(".gz")
     if "." in stem:
         stem = stem.rsplit(".", 1)[0]
-    stem = stem.lower()
     for name in _BY_LENGTH:
         if stem.startswith(name):
             return name
@@ -70,6 +69,10 @@ def table_for_key(key: str) -> str | None:
 
 def is_csv_key(key: str) -> bool:
     return key.lower().endswith(".csv")
+
+
+def is_gzip_key(key: str) -> bool:
+    return key.lower().endswith(".gz")
 
 
 # ---- field validation -------------------------------------------------------------------------
@@ -229,5 +232,38 @@ def fast_lines_pattern(table: Table) -> re.Pattern[str]:
     return re.compile(f"(?:{line}\\r?\\n)*+")  # possessive: whole lines, never given back
 
 
-def is_header(fields: list[str]) -> bool:
-    return bool(fields) and fields[0].strip().lower() == "id"
+def is_header(table: Table, fields: list[str]) -> bool:
+    """Whether a file's first line is `table`'s header: its fields, trimmed, are exactly the
+    table's column names, in order, in any case (CONTRACT §1). Any other first line is data."""
+    names = table.column_names
+    return len(fields) == len(names) and all(
+        f.strip().lower() == n for f, n in zip(fields, names, strict=True)
+    )
+
+
+def header_problem(table: Table, fields: list[str], *, first: bool) -> str | None:
+    """Why an invalid line of a `table` file looks like a header, or None if it does not.
+
+    A line looks like a header when each of its non-empty fields, trimmed, is a column name of some
+    table: the header of another table, a header with a column missing, added, misspelt into
+    another's or followed by an empty field, or this table's header after the first line. Such a
+    line is data, and invalid: this reason says more than the validation errors of its fields.
+    """
+    if is_header(table, fields):
+        return None if first else "a header line, but only a file's first line is taken for its header"
+    cleaned = [f.strip().lower() for f in fields]
+    for other in TABLES.values():
+        if other.name != table.name and tuple(cleaned) == other.column_names:
+            return (
+                f"a header of table {other.name} ({', '.join(other.column_names)}),"
+                f" not of {table.name} ({', '.join(table.column_names)})"
+            )
+    known = {name for t in TABLES.values() for name in t.column_names}
+    present = [f for f in cleaned if f]
+    if present and all(f in known for f in present):
+        return (
+            f"looks like a header, but a header of {table.name} is exactly its column names"
+            f" ({', '.join(table.column_names)}, in any case); this line has {len(fields)}"
+            f" field{'' if len(fields) == 1 else 's'}: {', '.join(repr(f) for f in fields)}"
+        )
+    return None

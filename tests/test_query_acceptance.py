@@ -29,7 +29,7 @@ def valid_rows(table: str) -> list[tuple[Value, ...]]:
         for number, fields in enumerate(csv.reader(f), start=1):
             if not fields or (len(fields) == 1 and not fields[0].strip()):
                 continue
-            if number == 1 and is_header(fields):
+            if number == 1 and is_header(TABLES[table], fields):
                 continue
             try:
                 values = validate_fields(TABLES[table], fields)

@@ -16,7 +16,7 @@ import pytest
 
 from services.ingest import reader as reader_module
 from services.ingest.batches import Batch, RejectedRow, batches, copy_columns, read_batches
-from services.ingest.reader import BOM, MAX_RECORD_LINES, CsvRecordReader, Record
+from services.ingest.reader import BOM, MAX_RECORD_LINES, Block, CsvRecordReader, Record
 from shared.dictionary import TABLES, Table, Value
 
 EMPLOYEES = TABLES["hired_employees"]
@@ -190,6 +190,72 @@ def test_header_is_skipped_only_as_the_first_line() -> None:
     assert first.skipped == 1 and first.loaded == 1 and not first.rejects
 
 
+@pytest.mark.parametrize(
+    ("data", "skipped", "rejects"),
+    [
+        (b"id,job\n1,Dev\n", 1, []),
+        (BOM + b"ID,JOB\r\n1,Dev\r\n", 1, []),  # a BOM before a header, any case, CRLF
+        (BOM + b"id,job\r1,Dev\r", 1, []),  # a BOM before a header, lone CR
+        (b'"id"," Job "\n1,Dev\n', 1, []),  # quoted and padded: trimmed, it is the header
+        (b"id,job\n", 1, []),  # a header and nothing else
+        (b"id,job", 1, []),
+        (
+            b"id,department\n1,Dev\n",
+            0,
+            [(1, "id,department", "a header of table departments (id, department), not of jobs (id, job)")],
+        ),
+        (
+            b"id,job,\n1,Dev\n",  # a trailing empty field: not exactly the column names
+            0,
+            [
+                (
+                    1,
+                    "id,job,",
+                    "looks like a header, but a header of jobs is exactly its column names"
+                    " (id, job, in any case); this line has 3 fields: 'id', 'job', ''",
+                )
+            ],
+        ),
+        (
+            b"id\n1,Dev\n",
+            0,
+            [
+                (
+                    1,
+                    "id",
+                    "looks like a header, but a header of jobs is exactly its column"
+                    " names (id, job, in any case); this line has 1 field: 'id'",
+                )
+            ],
+        ),
+        (
+            b"\nid,job\n1,Dev\n",  # only the first line can be the header
+            1,
+            [(2, "id,job", "a header line, but only a file's first line is taken for its header")],
+        ),
+        (
+            b"id,jobs\n1,Dev\n",
+            0,
+            [(1, "id,jobs", "id 'id' is not an integer (only digits, with an optional leading '-')")],
+        ),
+    ],
+)
+def test_header_rule(data: bytes, skipped: int, rejects: list[tuple[int, str, str]]) -> None:
+    for size in (1, 3, len(data) or 1):
+        outcome = fast_outcome(JOBS, chunked(data, itertools.repeat(size)))
+        assert (outcome.skipped, [(r.line, r.raw, r.reason) for r in outcome.rejects]) == (skipped, rejects)
+        assert outcome.loaded == (1 if b"1,Dev" in data else 0)
+
+
+def test_a_header_of_the_wrong_table_is_rejected_not_skipped() -> None:
+    data = b"id,name,datetime,department_id,job_id\n1,Dev\n"
+    outcome = fast_outcome(JOBS, [data])
+    assert outcome.skipped == 0 and outcome.loaded == 1
+    assert outcome.rejects[0].reason == (
+        "a header of table hired_employees (id, name, datetime, department_id, job_id), not of jobs (id, job)"
+    )
+
+
 def test_a_resumed_read_does_not_take_line_one_for_a_header() -> None:
     data = b"id,job\n1,Dev\n"
     # resumed right after line 1: line numbers go on from there
@@ -239,6 +305,119 @@ def test_crlf_offsets_and_raw() -> None:
     assert [r.end_offset for r in found] == [7, 14, 19]
     outcome = fast_outcome(JOBS, [data])
     assert [r[1] for r in outcome.rows] == ["Dev", "Ops"] and outcome.rejects[0].raw == "x,y"
+
+
+# ---- lone CR line ends (old Mac exports) and mixed line ends -----------------------------------
+
+# Issue 12, case 1: a Mac Excel export, lone CR line ends and a header.
+MAC_EXPORT = (
+    b"id,name,datetime,department_id,job_id\r"
+    b"61001,Ana Ruiz,2021-02-03T10:00:00Z,1,1\r"
+    b"61002,Luis Paz,2021-05-06T11:00:00Z,2,3\r"
+    b"61003,,2021-05-06T11:00:00Z,2,3\r"
+)
+
+
+def test_a_mac_export_with_lone_cr_line_ends_and_a_header() -> None:
+    for size in (1, 2, 5, 40, len(MAC_EXPORT)):
+        outcome = fast_outcome(EMPLOYEES, chunked(MAC_EXPORT, itertools.repeat(size)))
+        assert [r[:5] for r in outcome.rows] == [
+            (61001, "Ana Ruiz", ts("2021-02-03T10:00:00Z"), 1, 1),
+            (61002, "Luis Paz", ts("2021-05-06T11:00:00Z"), 2, 3),
+        ]
+        assert [r[-1] for r in outcome.rows] == [2, 3]
+        assert [(r.line, r.raw, r.reason) for r in outcome.rejects] == [
+            (4, "61003,,2021-05-06T11:00:00Z,2,3", "name is empty")
+        ]
+        # every line accounted for: 1 header + 2 loaded + 1 rejected = 4 lines
+        assert outcome.skipped == 1 and outcome.end == (len(MAC_EXPORT), 4)
+
+
+def test_lone_cr_records_have_exact_offsets() -> None:
+    data = b"1,Dev\r2,Ops\rx,y\r3,Last"
+    found = records(data)
+    assert [(r.line, r.raw, r.end_offset) for r in found] == [
+        (1, "1,Dev", 6),
+        (2, "2,Ops", 12),
+        (3, "x,y", 16),
+        (4, "3,Last", len(data)),
+    ]
+    for size in (1, 2, 3, 7):
+        assert records(chunked(data, itertools.repeat(size))) == found
+
+
+@pytest.mark.parametrize(
+    ("data", "lines", "blank"),
+    [
+        (b"1,Dev\r\r\n2,Ops\r\n", 3, 1),  # CR CR LF: a lone CR, then CRLF ending a blank line
+        (b"1,Dev\n\r2,Ops\r", 3, 1),  # LF, then a blank line ended by a lone CR
+        (b"1,Dev\r\n\r\n2,Ops\n", 3, 1),
+        (b"1,Dev\r\r\r2,Ops", 4, 2),
+        (b"1,Dev\n2,Ops\r\n3,QA\r4,PM\n", 4, 0),  # all three line ends in one file
+        (b"1,Dev\r", 1, 0),  # a lone CR at the very end
+        (b"\r", 1, 1),
+        (b"\r\r", 2, 2),
+    ],
+)
+def test_mixed_line_ends(data: bytes, lines: int, blank: int) -> None:
+    whole = fast_outcome(JOBS, [data])
+    assert not whole.rejects and whole.skipped == blank and whole.end == (len(data), lines)
+    assert whole.loaded == lines - blank
+    for size in (1, 2, 3):
+        assert fast_outcome(JOBS, chunked(data, itertools.repeat(size))).key() == whole.key()
+    assert slow_outcome(JOBS, data).key() == whole.key()
+
+
+def test_a_lone_cr_inside_an_unquoted_field_ends_the_line() -> None:
+    # CONTRACT §1: a lone CR is a line end, so this is two lines of the wrong shape, both rejected
+    outcome = fast_outcome(EMPLOYEES, [b"1,Ana\rRuiz,2021-02-03T10:00:00Z,1,1\n"])
+    assert [(r.line, r.raw) for r in outcome.rejects] == [(1, "1,Ana"), (2, "Ruiz,2021-02-03T10:00:00Z,1,1")]
+    assert outcome.rejects[0].reason.startswith("expected 5 fields")
+
+
+@pytest.mark.parametrize("eol", [b"\r", b"\n", b"\r\n"])
+def test_a_quoted_field_spanning_lines_keeps_its_line_ends(eol: bytes) -> None:
+    data = (
+        eol.join(
+            [
+                b'1,"Line one' + eol + b'line two ""quoted""",2021-02-03T10:00:00Z,1,1',
+                b'2,"a\rb\r\nc\nd",2021-02-03T10:00:00Z,1,1',  # every kind of line end inside one field
+                b"3,Plain,2021-02-03T10:00:00Z,1,1",
+                b'4,"ends with a CR\r",2021-02-03T10:00:00Z,1,1',
+            ]
+        )
+        + eol
+    )
+    expected = [
+        (1, "Line one" + eol.decode() + 'line two "quoted"', 1),
+        (2, "a\rb\r\nc\nd", 3),  # physical lines 3 to 6
+        (3, "Plain", 7),
+        (4, "ends with a CR", 8),  # lines 8 and 9; the field is trimmed like any other
+    ]
+    for size in (1, 2, 3, 16, len(data)):
+        outcome = fast_outcome(EMPLOYEES, chunked(data, itertools.repeat(size)))
+        assert [(r[0], r[1], r[-1]) for r in outcome.rows] == expected, size
+        assert not outcome.rejects and outcome.end == (len(data), 9)
+
+
+def test_quoted_plain_fields_with_lone_cr_line_ends_take_the_fast_path() -> None:
+    data = b'"1","Ana","2021-07-27T16:02:08Z","1","2"\r"2","Bo","2021-07-27T16:02:08Z","1","2"\r3,"C",x,1,2'
+    items = list(CsvRecordReader().feed_items(data))
+    assert isinstance(items[0], Block) and items[0].quoted and items[0].lines == 2
+    assert items[0].data.count(b"\n") == 2 and len(items[0].data) == data.index(b"3,")  # offsets hold
+    outcome = fast_outcome(EMPLOYEES, [data])
+    assert [r[:2] for r in outcome.rows] == [(1, "Ana"), (2, "Bo")] and outcome.rejects[0].line == 3
+
+
+def test_a_long_line_ending_in_a_lone_cr_at_a_chunk_boundary(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(reader_module, "MAX_RECORD_BYTES", 100)
+    monkeypatch.setattr(reader_module, "LONG_LINE_KEEP", 5)
+    long_line = b"2," + b"x" * 298  # 300 bytes, then its lone CR is the last byte of a chunk
+    for tail in (b"3,Ops\r", b"\n3,Ops\r"):  # a lone CR, or a CRLF split across chunks
+        data = b"1,Dev\r" + long_line + b"\r" + tail
+        found = records([data[:307], data[307:]])
+        assert [(r.line, r.fields is None) for r in found] == [(1, False), (2, True), (3, False)]
+        assert found[1].end_offset == 6 + 301 + (len(tail) - 6) and found[2].end_offset == len(data)
 
 
 # ---- quoting -----------------------------------------------------------------------------------
@@ -338,7 +517,8 @@ def test_text_that_copy_would_misread_is_escaped() -> None:
 # ---- properties: chunking, paths, resuming ---------------------------------------------------
 
 
-def tricky_file(rng: random.Random, lines: int = 300) -> bytes:
+def tricky_file(rng: random.Random, lines: int = 300, eol: bytes | None = None) -> bytes:
+    """Lines of every shape; between them LF, CRLF or lone CR (one of them, or any mix by default)."""
     pieces = [
         b"%d,Ana,2021-07-27T16:02:08Z,1,2",
         b"%d,Jos\xc3\xa9 M\xc3\xbcller,2021-07-27 16:02:08.25+05:30,12,183",
@@ -368,13 +548,14 @@ def tricky_file(rng: random.Random, lines: int = 300) -> bytes:
     for i in range(1, lines + 1):
         piece = rng.choices(pieces, weights)[0]
         out.append(piece % i if b"%d" in piece else piece)
-    return b"\n".join(out) + (b"\n" if rng.random() < 0.5 else b"")
+    ends = [eol] if eol else [b"\n", b"\r\n", b"\r"]
+    return b"".join(line + rng.choice(ends) for line in out)[: None if rng.random() < 0.5 else -1]
 
 
 @pytest.mark.parametrize("seed", range(8))
 def test_property_chunk_boundaries_change_nothing(seed: int) -> None:
     rng = random.Random(seed)
-    data = BOM + tricky_file(rng)
+    data = BOM + tricky_file(rng, eol=[b"\n", b"\r", b"\r\n", None][seed % 4])
     whole_records = records(data)
     whole = fast_outcome(EMPLOYEES, [data], batch_rows=rng.randint(1, 50))
     for largest in (1, 7, 64, 4096):
@@ -387,7 +568,7 @@ def test_property_chunk_boundaries_change_nothing(seed: int) -> None:
 @pytest.mark.parametrize("seed", range(8))
 def test_property_fast_and_full_paths_agree(seed: int) -> None:
     rng = random.Random(100 + seed)
-    data = tricky_file(rng)
+    data = tricky_file(rng, eol=[b"\n", b"\r", b"\r\n", None][seed % 4])
     batch_rows = rng.randint(1, 40)
     fast = fast_outcome(EMPLOYEES, random_chunks(data, rng, 512), batch_rows)
     slow = slow_outcome(EMPLOYEES, data, batch_rows)

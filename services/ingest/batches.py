@@ -18,7 +18,15 @@ from typing import Any, Final
 import msgspec
 
 from services.ingest.reader import Block, CsvRecordReader, Item, Record, make_record
-from shared.dictionary import FieldError, Table, Value, fast_lines_pattern, is_header, validate_fields
+from shared.dictionary import (
+    FieldError,
+    Table,
+    Value,
+    fast_lines_pattern,
+    header_problem,
+    is_header,
+    validate_fields,
+)
 
 # For asyncpg's copy_to_table: COPY ... FROM STDIN (FORMAT text, DELIMITER ',').
 COPY_OPTIONS: Final = {"format": "text", "delimiter": ","}
@@ -91,13 +99,14 @@ class BatchBuilder:
             self._reject(record.line, record.raw, record.error or "unreadable line")
         elif not record.raw.strip():
             self._skipped += 1  # blank: neither loaded nor rejected
-        elif record.line == 1 and is_header(record.fields):
+        elif record.line == 1 and is_header(self._table, record.fields):
             self._skipped += 1
         else:
             try:
                 values = validate_fields(self._table, record.fields)
             except FieldError as exc:
-                self._reject(record.line, record.raw, str(exc))
+                header = header_problem(self._table, record.fields, first=record.line == 1)
+                self._reject(record.line, record.raw, header or str(exc))
             else:
                 self._parts.append(self._encode(values, record.line))
                 self._count += 1

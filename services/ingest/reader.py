@@ -6,6 +6,11 @@ skipped to its end and rejected, not buffered). RFC 4180 quoting is honoured (a 
 span lines); each record keeps its raw text and the byte offset just past it, so a resumed read can
 start exactly at a committed record boundary.
 
+Lines end in LF, CRLF or a lone CR (old Mac exports; CONTRACT §1): a CR not followed by LF ends a
+line, except inside a quoted field, where any line end is part of the field's text (as Python's
+csv module reads it). A CR that is the last byte fed so far waits for the next byte: CR LF is one
+line end.
+
 `feed_items` gives the bulk of a file as `Block`s: runs of whole lines that need no CSV parsing
 (no quote character, or quotes only around whole fields without quotes, commas or line ends in
 them), validated many lines at a time (services/ingest/batches.py). Any other line, and whatever
@@ -36,8 +41,14 @@ UNBALANCED = "unbalanced quote: a quoted field is never closed"
 _FIELD = rb'(?>"(?:[^"]|"")*+"[^,]*|[^,"][^,]*|)'
 _CLOSED_RECORD = re.compile(_FIELD + rb"(?:," + _FIELD + rb")*")
 # Whole lines whose quotes, if any, only wrap whole fields holding no quote, comma or line end.
-_SIMPLE_FIELD = rb'(?:"[^",\n]*"\r?|[^",\n]*)'
-_SIMPLE_LINES = re.compile(rb"(?:" + _SIMPLE_FIELD + rb"(?:," + _SIMPLE_FIELD + rb")*\n)*+")
+# A lone CR ends such a line only when the byte after it is known (and is not LF).
+_SIMPLE_FIELD = rb'(?:"[^",\r\n]*"|[^",\r\n]*)'
+_SIMPLE_EOL = rb"(?:\r\n|\r(?=[^\n])|\n)"
+_SIMPLE_LINES = re.compile(
+    rb"(?:" + _SIMPLE_FIELD + rb"(?:," + _SIMPLE_FIELD + rb")*" + _SIMPLE_EOL + rb")*+"
+)
+_EOL = re.compile(rb"\r\n?|\n")
+_LONE_CR = re.compile(rb"\r(?!\n)")
 
 
 class Record(msgspec.Struct):
@@ -50,11 +61,12 @@ class Record(msgspec.Struct):
 
 
 class Block(msgspec.Struct):
-    """Whole physical lines, each ending in LF, no quoted field open before them, and each line one
-    record: either no quote in any line, or (`quoted`) quotes only around whole fields that hold no
-    quote, comma or line end, so that dropping every quote character leaves the fields' text."""
+    """Whole physical lines, no quoted field open before them, and each line one record: either no
+    quote in any line, or (`quoted`) quotes only around whole fields that hold no quote, comma or
+    line end, so that dropping every quote character leaves the fields' text."""
 
-    data: bytes
+    data: bytes  # the lines' bytes, each ending in LF or CRLF: a lone CR line end is given as LF
+
     first_line: int  # 1-based line number of the block's first line
     start_offset: int  # byte offset of data[0] in the object
     lines: int  # how many lines: data.count(b"\n")
@@ -123,27 +135,28 @@ class CsvRecordReader:
         start, size = 0, len(buf)
         while start < size:
             if self._long is not None:
-                nl = buf.find(b"\n", start)
-                if nl < 0:
-                    self._long_bytes += size - start
-                    start = size
+                end = _line_end(buf, start)
+                if end < 0:
+                    held = 1 if buf.endswith(b"\r") else 0  # an LF may follow: keep the CR
+                    self._long_bytes += size - held - start
+                    start = size - held
                     break
-                self._long_bytes += nl + 1 - start
-                start = nl + 1
+                self._long_bytes += end - start
+                start = end
                 yield self._long_record()
                 continue
             if self._pending:
-                nl = buf.find(b"\n", start)
-                if nl < 0:
+                end = _line_end(buf, start)
+                if end < 0:
                     break
-                yield from self._line_in(buf[start : nl + 1])
-                start = nl + 1
+                yield from self._line_in(buf[start:end])
+                start = end
                 continue
             quote = buf.find(b'"', start)
-            last = buf.rfind(b"\n", start, quote if quote >= 0 else size)
+            last = _last_line_end(buf, start, quote if quote >= 0 else size)
             if last >= 0:  # whole lines before the first quote: a block
-                yield self._block(buf[start : last + 1])
-                start = last + 1
+                yield self._block(buf[start:last])
+                start = last
                 continue
             if quote < 0:
                 break  # no whole line left
@@ -152,18 +165,19 @@ class CsvRecordReader:
                 yield self._block(buf[start : simple.end()], quoted=True)
                 start = simple.end()
                 continue
-            nl = buf.find(b"\n", quote)
-            if nl < 0:
+            end = _line_end(buf, quote)
+            if end < 0:
                 break
-            yield from self._line_in(buf[start : nl + 1])
-            start = nl + 1
+            yield from self._line_in(buf[start:end])
+            start = end
         rest = buf[start:]
         if len(rest) > MAX_RECORD_BYTES and self._long is None:
             # No line end in sight: skip to it rather than hold the line in memory.
             while self._pending:
                 yield from self._reject_first_pending(UNBALANCED)
-            self._long, self._long_bytes = rest[:LONG_LINE_KEEP], len(rest)
-            rest = b""
+            held = 1 if rest.endswith(b"\r") else 0  # an LF may follow: keep the CR
+            self._long, self._long_bytes = rest[:LONG_LINE_KEEP], len(rest) - held
+            rest = rest[len(rest) - held :]
         self._buf = rest
 
     def finish(self) -> Iterator[Record]:
@@ -171,7 +185,7 @@ class CsvRecordReader:
             self._at_start = False
         if self._long is not None:
             yield self._long_record()
-        elif self._buf:
+        elif self._buf:  # the last line, without a line end or with a CR held back
             last, self._buf = self._buf, b""
             yield from self._line_in(last)
         while self._pending:  # an unterminated quote at end of file
@@ -180,6 +194,13 @@ class CsvRecordReader:
     # ---- internals ------------------------------------------------------------------------------
 
     def _block(self, data: bytes, *, quoted: bool = False) -> Block:
+        crs = data.count(b"\r")
+        if crs:  # lone CR line ends become LF: the same length, so offsets hold
+            crlfs = data.count(b"\r\n")
+            if not crlfs:
+                data = data.replace(b"\r", b"\n")
+            elif crlfs != crs:
+                data = _LONE_CR.sub(b"\n", data)
         lines = data.count(b"\n")
         block = Block(data, self._line + 1, self._offset, lines, quoted)
         self._line += lines
@@ -273,9 +294,29 @@ def make_record(data: bytes, first_line: int, end_line: int, end_offset: int) ->
 def _strip_line_end(text: str) -> str:
     if text.endswith("\r\n"):
         return text[:-2]
-    if text.endswith("\n"):
+    if text.endswith(("\n", "\r")):
         return text[:-1]
     return text
+
+
+def _line_end(buf: bytes, start: int) -> int:
+    """The position just past the first line end at or after `start`, or -1 if none is known yet
+    (none, or a CR that is the last byte: an LF may follow)."""
+    m = _EOL.search(buf, start)
+    if m is None or (m.end() == len(buf) and buf[-1] == 0x0D):
+        return -1
+    return m.end()
+
+
+def _last_line_end(buf: bytes, start: int, stop: int) -> int:
+    """The position just past the last line end in buf[start:stop], or -1 (as `_line_end`)."""
+    lf = buf.rfind(b"\n", start, stop)
+    cr = buf.rfind(b"\r", lf + 1 if lf >= start else start, stop)
+    if cr < 0:
+        return lf + 1 if lf >= 0 else -1
+    if cr + 1 < len(buf):  # a lone CR: what follows it is not an LF (else lf would be past it)
+        return cr + 1
+    return _last_line_end(buf, start, cr)  # the last byte: an LF may follow
 
 
 def _decode(data: bytes) -> tuple[str, str | None]:
