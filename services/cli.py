@@ -77,6 +77,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return asyncio.run(run_replay(settings, tables))
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    from services.query.check import run_check
+
+    settings = _settings("hiring-check")
+    configure_logging(settings.telemetry.service_name)
+    return asyncio.run(run_check(settings, repair=args.repair))
+
+
 def cmd_dev(args: argparse.Namespace) -> int:
     from services.dev.supervisor import DevOptions, run_dev
 
@@ -194,6 +202,10 @@ def parser() -> argparse.ArgumentParser:
     rt.add_argument("--api", metavar="URL", help="the query API (default $HIRING_API_URL or :8080)")
     rt.add_argument("--wait", action="store_true", help="until its status is retracted")
     rt.set_defaults(func=cmd_retract)
+
+    c = sub.add_parser("check", help="recount the metrics' hires projection from the table and compare")
+    c.add_argument("--repair", action="store_true", help="rebuild the projection when it differs")
+    c.set_defaults(func=cmd_check)
     return p
 
 

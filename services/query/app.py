@@ -18,6 +18,7 @@ from opentelemetry import trace
 from services.query import (
     health,
     openapi,
+    projection,
     routes_dashboard,
     routes_history,
     routes_metrics,
@@ -83,6 +84,7 @@ def build_app(
     app[OPTIONS] = options
     app[OPENAPI] = openapi.render(ENDPOINTS)
     app.cleanup_ctx.append(_database)
+    app.cleanup_ctx.append(projection.folding)  # keeps the hires projection's backlog small
     app.cleanup_ctx.append(_s3)
     _add_routes(app, ENDPOINTS)
     return app

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import asyncpg
 import msgspec
@@ -23,24 +23,26 @@ class YearData(msgspec.Struct, frozen=True):
 
 # ---- metrics ------------------------------------------------------------------------------------
 
-# Hires per (department id, job id) in one UTC year, by UTC quarter; only employees whose department
-# and job both exist. Aggregates the year's employees first (index range on datetime), then joins
-# the few resulting pairs to their names.
+# Hires per (department id, job id) in one UTC year, by UTC quarter, from the hires projection
+# (migration 005): the year's folded cells plus the deltas not yet folded, so the cost is the
+# answer's size (and the small unfolded backlog), never the employees table's. Only pairs whose
+# department and job both exist.
 _YEAR_PAIRS = """
-WITH bounds AS (SELECT make_timestamptz($1::int, 1, 1, 0, 0, 0, 'UTC') AS lo),
-per_pair AS (
-    SELECT e.department_id, e.job_id,
-           count(*) FILTER (WHERE q = 1) AS q1,
-           count(*) FILTER (WHERE q = 2) AS q2,
-           count(*) FILTER (WHERE q = 3) AS q3,
-           count(*) FILTER (WHERE q = 4) AS q4
-    FROM (
-        SELECT h.department_id, h.job_id,
-               extract(quarter FROM h.datetime AT TIME ZONE 'UTC')::int AS q
-        FROM hired_employees h, bounds b
-        WHERE h.datetime >= b.lo AND h.datetime < b.lo + interval '1 year'
-    ) e
-    GROUP BY e.department_id, e.job_id
+WITH cells AS (
+    SELECT department_id, job_id, quarter, hires FROM hires_cells WHERE year = $1
+    UNION ALL
+    SELECT u.department_id, u.job_id, u.quarter, u.hires
+    FROM hires_deltas d,
+         unnest(d.department_ids, d.job_ids, d.quarters, d.hires) AS u(department_id, job_id, quarter, hires)
+    WHERE d.year = $1
+), per_pair AS (
+    SELECT department_id, job_id,
+           coalesce(sum(hires) FILTER (WHERE quarter = 1), 0)::bigint AS q1,
+           coalesce(sum(hires) FILTER (WHERE quarter = 2), 0)::bigint AS q2,
+           coalesce(sum(hires) FILTER (WHERE quarter = 3), 0)::bigint AS q3,
+           coalesce(sum(hires) FILTER (WHERE quarter = 4), 0)::bigint AS q4
+    FROM cells
+    GROUP BY department_id, job_id
 )
 SELECT p.department_id, d.department, p.job_id, j.job, p.q1, p.q2, p.q3, p.q4
 FROM per_pair p
@@ -80,6 +82,108 @@ async def read_year(conn: asyncpg.Connection, year: int) -> YearData:
 async def changed_since(conn: asyncpg.Connection | asyncpg.Pool, snapshot: str) -> bool:
     changed: bool = await conn.fetchval(_CHANGED_SINCE, snapshot)
     return changed
+
+
+# ---- the hires projection (migration 005) -------------------------------------------------------
+
+# Folds the committed deltas into hires_cells when their backlog has at least $1 cells or is at
+# least $2 old; returns the delta rows folded (0 when another session is folding).
+_FOLD = "SELECT fold_hires_deltas($1::int, $2::interval)"
+
+_REBUILD = "SELECT rebuild_hires_projection()"
+
+# Every cell where the projection (folded cells plus unfolded deltas) and a recount of
+# hired_employees disagree, in key order, at most $1 of them.
+_PROJECTION_DIFF = """
+WITH projected AS (
+    SELECT year, quarter, department_id, job_id, sum(hires)::bigint AS hires
+    FROM (
+        SELECT year, quarter, department_id, job_id, hires FROM hires_cells
+        UNION ALL
+        SELECT d.year, u.quarter, u.department_id, u.job_id, u.hires
+        FROM hires_deltas d,
+             unnest(d.department_ids, d.job_ids, d.quarters, d.hires)
+             AS u(department_id, job_id, quarter, hires)
+    ) a
+    GROUP BY 1, 2, 3, 4
+    HAVING sum(hires) <> 0
+), counted AS (
+    SELECT date_part('year', q AT TIME ZONE 'UTC')::int AS year,
+           date_part('quarter', q AT TIME ZONE 'UTC')::smallint AS quarter,
+           department_id, job_id, n AS hires
+    FROM (
+        SELECT date_trunc('quarter', datetime, 'UTC') AS q, department_id, job_id, count(*) AS n
+        FROM hired_employees GROUP BY 1, 2, 3
+    ) g
+)
+SELECT year, quarter, department_id, job_id,
+       coalesce(p.hires, 0) AS projected, coalesce(c.hires, 0) AS counted
+FROM projected p FULL JOIN counted c USING (year, quarter, department_id, job_id)
+WHERE p.hires IS DISTINCT FROM c.hires
+ORDER BY year, quarter, department_id, job_id
+LIMIT $1
+"""
+
+_PROJECTION_TOTALS = """
+SELECT (SELECT count(*) FROM hired_employees) AS employees,
+       (SELECT coalesce(sum(hires), 0) FROM hires_cells)
+     + (SELECT coalesce(sum(h), 0) FROM hires_deltas, unnest(hires) AS h) AS projected,
+       (SELECT count(*) FROM hires_cells) AS cells,
+       (SELECT count(*) FROM hires_cells WHERE hires <= 0) AS bad_cells,
+       (SELECT count(*) FROM hires_deltas) AS deltas
+"""
+
+
+class CellDiff(msgspec.Struct, frozen=True):
+    """One cell where the projection and a recount disagree."""
+
+    year: int
+    quarter: int
+    department_id: int
+    job_id: int
+    projected: int
+    counted: int
+
+
+class ProjectionReport(msgspec.Struct, frozen=True):
+    """The projection against a recount of hired_employees, read under one snapshot."""
+
+    employees: int  # rows in hired_employees
+    projected: int  # hires the projection holds in all
+    cells: int  # folded cells
+    bad_cells: int  # folded cells at 0 or below (the folder deletes those that reach 0)
+    deltas: int  # delta rows not yet folded
+    diffs: list[CellDiff]  # the first disagreeing cells, in key order
+
+    @property
+    def ok(self) -> bool:
+        return not self.diffs and self.bad_cells == 0 and self.employees == self.projected
+
+
+async def fold(conn: asyncpg.Connection | asyncpg.Pool, min_cells: int, max_age: timedelta) -> int:
+    folded: int = await conn.fetchval(_FOLD, min_cells, max_age)
+    return folded
+
+
+async def rebuild_projection(conn: asyncpg.Connection) -> int:
+    """Recount the projection from hired_employees (waits for writers in flight); returns its cells."""
+    async with conn.transaction():
+        made: int = await conn.fetchval(_REBUILD)
+    return made
+
+
+async def check_projection(conn: asyncpg.Connection, max_diffs: int = 20) -> ProjectionReport:
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        totals = await conn.fetchrow(_PROJECTION_TOTALS)
+        rows = await conn.fetch(_PROJECTION_DIFF, max_diffs)
+    return ProjectionReport(
+        employees=totals["employees"],
+        projected=int(totals["projected"]),
+        cells=totals["cells"],
+        bad_cells=totals["bad_cells"],
+        deltas=totals["deltas"],
+        diffs=[CellDiff(**dict(r)) for r in rows],
+    )
 
 
 # ---- uploads ------------------------------------------------------------------------------------
