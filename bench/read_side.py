@@ -160,6 +160,8 @@ async def drive(
             else:
                 errors[path] += 1
 
+    print("ready", flush=True)  # start_driver(wait=True) returns once this line is read
+    deadline = time.perf_counter() + duration
     started = time.perf_counter()
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), timeout=timeout) as session:
         await asyncio.gather(*(worker(session, p) for p in paths for _ in range(concurrency)))
@@ -197,11 +199,16 @@ def start_driver(
     ]
     if stop_file:
         argv += ["--stop-file", stop_file]
-    return subprocess.Popen([*argv, *paths], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([*argv, *paths], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    if proc.stdout.readline().strip() != "ready":  # its imports are done: the load starts now
+        raise SystemExit("the load driver did not start")
+    return proc
 
 
 def finish_driver(proc: subprocess.Popen[str], timeout: float) -> dict[str, Any]:
     out, _ = proc.communicate(timeout=timeout)
+    out = out.strip().splitlines()[-1]
     if proc.returncode != 0:
         raise SystemExit(f"the load driver failed ({proc.returncode})")
     result: dict[str, Any] = json.loads(out)
@@ -298,8 +305,9 @@ async def measure_size(
         stop_file = str(work / f"stop-{size}")
         pids = {"postgres": stack.pg.pid or 0, "consumer": stack.consumer.pid, "api": api_pid}
         cpu_before = cpu_snapshot(pids)
-        driver = start_driver(url, [p + q for p in ENDPOINTS], args.concurrency, 3600, stop_file)
-        await asyncio.sleep(0.5)
+        driver = await asyncio.to_thread(
+            start_driver, url, [p + q for p in ENDPOINTS], args.concurrency, 3600, stop_file
+        )
         conn_b = await connect(pg_env)
         key = f"hired_employees/replace-{run}-{size}.csv"
         ingest = asyncio.create_task(upload_and_wait(stack, conn_b, replace, key, 3600))

@@ -126,6 +126,30 @@ async def test_every_statement_kind_keeps_the_projection_exact(seed: Seed, db: a
     await assert_consistent(db)
 
 
+async def test_quarters_are_utc_whatever_the_writing_session_time_zone(db: asyncpg.Connection) -> None:
+    for zone in ("Pacific/Kiritimati", "America/St_Johns"):  # UTC+14, UTC-3:30 (-2:30 in summer)
+        await db.execute(f"SET TIME ZONE '{zone}'")
+        await db.execute("TRUNCATE hired_employees")
+        await db.execute(
+            "INSERT INTO hired_employees VALUES"
+            " (1, 'a', '2020-12-31T23:59:59Z', 1, 1, 0, 0), (2, 'b', '2021-01-01T00:00:00Z', 1, 1, 0, 0),"
+            " (3, 'c', '2021-03-31T23:59:59.999999Z', 1, 1, 0, 0),"
+            " (4, 'd', '2021-04-01T00:00:00Z', 1, 1, 0, 0),"
+            " (5, 'e', '2021-09-30T22:00:00-02:00', 1, 1, 0, 0)"  # 2021-10-01T00:00Z: Q4
+        )
+        assert await projection_cells(db) == Counter(
+            {(2020, 4, 1, 1): 1, (2021, 1, 1, 1): 2, (2021, 2, 1, 1): 1, (2021, 4, 1, 1): 1}
+        ), zone
+        await db.execute(
+            "UPDATE hired_employees SET datetime = datetime + interval '1 microsecond' WHERE id = 3"
+        )
+        assert await projection_cells(db) == Counter(
+            {(2020, 4, 1, 1): 1, (2021, 1, 1, 1): 1, (2021, 2, 1, 1): 2, (2021, 4, 1, 1): 1}
+        ), zone
+        await assert_consistent(db)
+    await db.execute("RESET TIME ZONE")
+
+
 async def test_a_transaction_rolled_back_leaves_no_trace(seed: Seed, db: asyncpg.Connection) -> None:
     await seed.employees([(1, "a", "2021-05-01T00:00:00Z", 1, 1)])
     with contextlib.suppress(RuntimeError):

