@@ -124,6 +124,16 @@ def cmd_retract(args: argparse.Namespace) -> int:
     return asyncio.run(run_retract(args.id, args.api, args.wait, os.environ, Console()))
 
 
+def cmd_dlq(args: argparse.Namespace) -> int:
+    from services.dlq_cli import main_dlq
+
+    configure_logging("hiring-dlq", json=False)
+    if args.action == "redrive" and not args.all and not args.ids:
+        print("hiring dlq redrive: name message ids, or --all", file=sys.stderr)
+        return 2
+    return main_dlq(args.action, args.ids, args.all)
+
+
 def _positive(text: str) -> int:
     if not text.isdigit() or not 0 < int(text) <= 64:
         raise argparse.ArgumentTypeError(f"expected an integer from 1 to 64, got {text!r}")
@@ -206,6 +216,18 @@ def parser() -> argparse.ArgumentParser:
     c = sub.add_parser("check", help="recount the metrics' hires projection from the table and compare")
     c.add_argument("--repair", action="store_true", help="rebuild the projection when it differs")
     c.set_defaults(func=cmd_check)
+
+    dq = sub.add_parser(
+        "dlq",
+        help="the dead-letter queue: list its messages and why, or redrive them",
+        description="The DLQ is $HIRING_DLQ_URL, else the one SQS_QUEUE_URL's RedrivePolicy names.",
+    )
+    dq_sub = dq.add_subparsers(dest="action", required=True)
+    dq_sub.add_parser("list", help="each message, its objects and why it is there (event log, ledger)")
+    rd = dq_sub.add_parser("redrive", help="send messages back to the ingest queue (loaded ones: dropped)")
+    rd.add_argument("ids", nargs="*", metavar="ID", help="SQS message ids (from hiring dlq list)")
+    rd.add_argument("--all", action="store_true", help="every decodable message")
+    dq.set_defaults(func=cmd_dlq, ids=[], all=False)
     return p
 
 
