@@ -97,6 +97,7 @@ def test_hiring_dev_runs_the_system_and_stops_cleanly(tmp_path: Path) -> None:
             "RDS_USERNAME",
             "RDS_PASSWORD",
             "AWS_REGION",
+            "AWS_DEFAULT_REGION",  # the AWS CLI's name for it
             "AWS_ENDPOINT_URL",
         ):
             assert env.get(var), var

@@ -64,6 +64,7 @@ def stack_env(
         "SQS_QUEUE_URL": queue_url,
         **pg_env,
         "AWS_REGION": REGION,
+        "AWS_DEFAULT_REGION": REGION,  # what the AWS CLI reads
         "AWS_ENDPOINT_URL": aws_endpoint,
         "AWS_ACCESS_KEY_ID": "test",
         "AWS_SECRET_ACCESS_KEY": "test",
