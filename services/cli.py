@@ -85,6 +85,22 @@ def cmd_check(args: argparse.Namespace) -> int:
     return asyncio.run(run_check(settings, repair=args.repair))
 
 
+def cmd_backup(args: argparse.Namespace) -> int:
+    from services.backup_cli import run_backup
+
+    settings = _settings("hiring-backup")
+    configure_logging(settings.telemetry.service_name)
+    return asyncio.run(run_backup(settings, args.table, args.to, new_folder=args.new_folder))
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from services.backup_cli import run_restore
+
+    settings = _settings("hiring-restore")
+    configure_logging(settings.telemetry.service_name)
+    return asyncio.run(run_restore(settings, args.table, args.source, args.wait))
+
+
 def cmd_dev(args: argparse.Namespace) -> int:
     from services.dev.supervisor import DevOptions, run_dev
 
@@ -228,6 +244,24 @@ def parser() -> argparse.ArgumentParser:
     rd.add_argument("ids", nargs="*", metavar="ID", help="SQS message ids (from hiring dlq list)")
     rd.add_argument("--all", action="store_true", help="every decodable message")
     dq.set_defaults(func=cmd_dlq, ids=[], all=False)
+    tables = ["hired_employees", "departments", "jobs"]
+    b = sub.add_parser("backup", help="write tables as Avro files plus manifest.json")
+    b.add_argument(
+        "--table", action="append", choices=tables, help="a table to back up (repeat; default all)"
+    )
+    b.add_argument("--to", required=True, help="a directory or s3://bucket/prefix")
+    b.add_argument(
+        "--new-folder", action="store_true", help="write into a new folder <to>/<backup-id>/ (scheduled runs)"
+    )
+    b.set_defaults(func=cmd_backup)
+
+    rs = sub.add_parser("restore", help="replace a table with its rows in a backup (checked first)")
+    rs.add_argument("--table", required=True, choices=tables)
+    rs.add_argument(
+        "--from", dest="source", required=True, help="the backup: a directory or s3://bucket/prefix"
+    )
+    rs.add_argument("--wait", type=float, default=300.0, help="seconds to wait for a consumer to apply it")
+    rs.set_defaults(func=cmd_restore)
     return p
 
 

@@ -19,10 +19,12 @@ from services.query import (
     health,
     openapi,
     projection,
+    routes_backups,
     routes_dashboard,
     routes_history,
     routes_metrics,
     routes_presign,
+    routes_rows,
     routes_uploads,
 )
 from services.query.auth import ApiKeys, auth_middleware, parse_api_keys
@@ -45,6 +47,8 @@ ENDPOINTS: Final[tuple[Endpoint, ...]] = (
     *routes_uploads.ENDPOINTS,
     *routes_history.ENDPOINTS,
     *routes_presign.ENDPOINTS,
+    *routes_rows.ENDPOINTS,
+    *routes_backups.ENDPOINTS,
     *routes_metrics.ENDPOINTS,
     *openapi.ENDPOINTS,
     *routes_dashboard.ENDPOINTS,

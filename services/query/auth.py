@@ -7,7 +7,9 @@ A key is 8 to 256 printable ASCII characters without spaces, `,` or `:`. In AWS 
 Secrets Manager secret injected into that variable. Empty or unset: the API is open.
 
 When keys are set, every endpoint but the public ones (/healthz, /readyz) needs a key, sent as
-`Authorization: Bearer <key>` or `X-API-Key: <key>`: GETs need `read`, `POST /upload` needs `upload`.
+`Authorization: Bearer <key>` or `X-API-Key: <key>`: GETs need `read`, `POST /upload` and
+`POST /tables/{table}/rows` need `upload`, backups and restores need `admin` (each endpoint names
+its scope in services/query/endpoints.py).
 No key: 401; an unknown key or one without the scope: 403. Keys are kept only as SHA-256 digests and
 never logged.
 """

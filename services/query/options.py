@@ -16,14 +16,19 @@ class QueryOptions:
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
     api_keys: ApiKeys = field(default_factory=ApiKeys)
     db_pool_size: int = 10
+    rows_wait_seconds: int = 30  # POST /tables/{table}/rows: how long it waits for a consumer
+    restore_wait_seconds: int = 120  # POST /tables/{table}/restore: the same, for a whole table
 
 
 def load_options(env: Mapping[str, str]) -> QueryOptions:
-    """`HIRING_MAX_UPLOAD_BYTES`, `HIRING_API_KEYS`, `HIRING_QUERY_DB_POOL`; ConfigError names a bad one."""
+    """`HIRING_MAX_UPLOAD_BYTES`, `HIRING_API_KEYS`, `HIRING_QUERY_DB_POOL`, `HIRING_ROWS_WAIT_SECONDS`,
+    `HIRING_RESTORE_WAIT_SECONDS`; ConfigError names a bad one."""
     return QueryOptions(
         max_upload_bytes=int_setting(
             env, "HIRING_MAX_UPLOAD_BYTES", DEFAULT_MAX_UPLOAD_BYTES, low=1, high=5 * 1024**4
         ),
         api_keys=parse_api_keys(env.get("HIRING_API_KEYS", "")),
         db_pool_size=int_setting(env, "HIRING_QUERY_DB_POOL", 10, low=1, high=200),
+        rows_wait_seconds=int_setting(env, "HIRING_ROWS_WAIT_SECONDS", 30, low=1, high=600),
+        restore_wait_seconds=int_setting(env, "HIRING_RESTORE_WAIT_SECONDS", 120, low=1, high=3600),
     )

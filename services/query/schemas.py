@@ -129,3 +129,80 @@ class RejectReasons(msgspec.Struct, frozen=True):
     status: UploadState
     rows_rejected: int
     reasons: list[ReasonCount]
+
+
+class RowReject(msgspec.Struct, frozen=True):
+    """A row of a batch that was not inserted: its position in the JSON array (from 0), or its line
+    number in a text/csv body, and why."""
+
+    row: int
+    reason: str
+
+
+class BatchResult(msgspec.Struct, frozen=True):
+    """`POST /tables/{table}/rows` (201): the batch was applied; its valid rows are queryable. `id` is
+    an upload id (`GET /uploads/{id}`, `/rejects`)."""
+
+    id: str
+    table: str
+    rows_loaded: int
+    rows_rejected: int
+    rejects: list[RowReject]
+
+
+class BatchPending(msgspec.Struct, frozen=True):
+    """`POST /tables/{table}/rows` (202): the batch is in the bucket but no ingest consumer finished it
+    in time; follow `GET /uploads/{id}`. A retry with the same Idempotency-Key waits for this batch
+    again and never writes another."""
+
+    id: str
+    table: str
+    status: UploadState
+    detail: str
+
+
+class BackupTable(msgspec.Struct, frozen=True):
+    rows: int
+    bytes: int
+    sha256: str
+
+
+class BackupInfo(msgspec.Struct, frozen=True):
+    """A backup in the bucket's `backups/<id>/` prefix: one Avro file per table plus manifest.json.
+    `ingest_object_id` is the last loaded upload (ledger id) it reflects."""
+
+    id: str
+    location: str
+    created_at: datetime
+    ingest_object_id: int | None
+    tables: dict[str, BackupTable]
+
+
+class BackupList(msgspec.Struct, frozen=True):
+    """`GET /backups`: complete backups (those with a manifest), newest first."""
+
+    backups: list[BackupInfo]
+
+
+class BackupRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """`POST /backups` body (optional): the tables to back up, default all."""
+
+    tables: list[str] | None = None
+
+
+class RestoreRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """`POST /tables/{table}/restore` body: the id of a backup in the bucket (from `GET /backups`)."""
+
+    backup: str
+
+
+class RestoreResult(msgspec.Struct, frozen=True):
+    """`POST /tables/{table}/restore`: 201 once the table holds the backup's rows (`status` loaded), or
+    202 while the ingest consumer has not applied the snapshot yet; `id` is its upload id."""
+
+    id: str
+    table: str
+    backup: str
+    rows: int
+    status: UploadState
+    rows_loaded: int

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timedelta
+from typing import Literal
 
 import asyncpg
 import msgspec
@@ -402,3 +403,90 @@ async def rejects(
 
 async def ping(conn: asyncpg.Connection | asyncpg.Pool) -> None:
     await conn.fetchval("SELECT 1")
+
+
+# ---- batch rows (POST /tables/{table}/rows) -----------------------------------------------------
+
+# The latest ledger row of an upload (a batch is one object version, so one row unless replayed).
+_OUTCOME = """
+SELECT id, status, rows_loaded, rows_rejected, error FROM ingest_objects
+WHERE upload_id = $1 ORDER BY id DESC LIMIT 1
+"""
+
+_REJECT_LINES = "SELECT line, reason FROM ingest_rejects WHERE object_id = $1 ORDER BY line"
+
+
+class Outcome(msgspec.Struct, frozen=True):
+    object_id: int
+    status: Literal["processing", "loaded", "failed"]
+    rows_loaded: int
+    rows_rejected: int
+    error: str | None
+
+
+async def upload_outcome(conn: asyncpg.Connection | asyncpg.Pool, upload_id: uuid.UUID) -> Outcome | None:
+    """What the consumer has made of an upload so far; None before it has seen it."""
+    row = await conn.fetchrow(_OUTCOME, upload_id)
+    if row is None:
+        return None
+    return Outcome(row["id"], row["status"], row["rows_loaded"], row["rows_rejected"], row["error"])
+
+
+async def reject_lines(conn: asyncpg.Connection | asyncpg.Pool, object_id: int) -> list[tuple[int, str]]:
+    return [(r["line"], r["reason"]) for r in await conn.fetch(_REJECT_LINES, object_id)]
+
+
+# Idempotency keys (migration 006). `claim_key` runs in the caller's transaction: it inserts the key
+# or, when another transaction holds it uncommitted, waits for that one (bounded by lock_timeout).
+_FORGET_EXPIRED_KEY = "DELETE FROM idempotency_keys WHERE key = $1 AND created_at < now() - $2::interval"
+_FORGET_EXPIRED = """
+DELETE FROM idempotency_keys WHERE key IN (
+    SELECT key FROM idempotency_keys WHERE created_at < now() - $1::interval LIMIT 100
+)
+"""
+_CLAIM_KEY = """
+INSERT INTO idempotency_keys (key, request_sha256, batch_id, table_name) VALUES ($1, $2, $3, $4)
+ON CONFLICT (key) DO NOTHING
+RETURNING key
+"""
+_KEY_ROW = """
+SELECT request_sha256, batch_id, table_name, status_code, response FROM idempotency_keys WHERE key = $1
+"""
+_STORE_ANSWER = "UPDATE idempotency_keys SET status_code = $2, response = $3 WHERE key = $1"
+_LOCK_TIMEOUT = "SELECT set_config('lock_timeout', $1, true)"
+
+
+class KeyRow(msgspec.Struct, frozen=True):
+    request_sha256: bytes
+    batch_id: uuid.UUID
+    table_name: str
+    status_code: int | None
+    response: bytes | None
+
+
+async def claim_key(
+    conn: asyncpg.Connection,
+    key: str,
+    digest: bytes,
+    batch_id: uuid.UUID,
+    table: str,
+    *,
+    ttl: timedelta,
+    lock_timeout_ms: int,
+) -> KeyRow | None:
+    """Inside a transaction: None when this request now owns `key` (its row stays uncommitted until
+    the caller commits), else the committed row of the request that owns it. Raises
+    asyncpg.LockNotAvailableError when the owner holds it longer than `lock_timeout_ms`."""
+    await conn.execute(_LOCK_TIMEOUT, f"{lock_timeout_ms}ms")
+    await conn.execute(_FORGET_EXPIRED_KEY, key, ttl)
+    await conn.execute(_FORGET_EXPIRED, ttl)
+    if await conn.fetchval(_CLAIM_KEY, key, digest, batch_id, table) is not None:
+        return None
+    row = await conn.fetchrow(_KEY_ROW, key)
+    if row is None:  # the owner's row expired and was deleted between the two statements
+        raise asyncpg.LockNotAvailableError("idempotency key changed hands; retry")
+    return KeyRow(**dict(row))
+
+
+async def store_answer(conn: asyncpg.Connection, key: str, status: int, response: bytes) -> None:
+    await conn.execute(_STORE_ANSWER, key, status, response)
