@@ -43,7 +43,12 @@ EMPLOYEES: list[tuple[int, str, datetime, int, int]] = [
     (3, "Ана Петрова", datetime(2999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC), -5, 2147483647),
     (2147483647, "x", datetime(2021, 1, 1, tzinfo=UTC), 0, 0),
 ]
-DEPARTMENTS: list[tuple[int, str]] = [(1, "Ingeniería"), (2, 'R&D, "Labs"'), (-3, "日本支社")]
+DEPARTMENTS: list[tuple[int, str]] = [
+    (1, "Ingeniería"),
+    (2, 'R&D, "Labs"'),
+    (-3, "日本支社"),
+    (4, "Old\rMac"),  # a lone CR: a line end to the reader unless quoted
+]
 JOBS: list[tuple[int, str]] = [(1, "Développeur"), (2, "Data\nEngineer"), (3, "QA, Tester")]
 SEEDED: dict[str, list[tuple[Any, ...]]] = {
     "hired_employees": list(EMPLOYEES),

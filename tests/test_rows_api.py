@@ -40,14 +40,17 @@ def test_json_rows_become_csv_lines_in_column_order_and_rows_map_back() -> None:
             {"job_id": 2, "department_id": "3", "datetime": "2021-01-01T00:00:00Z", "name": "Zoë", "id": 1},
             {"id": 2, "name": 'multi\nline, "quoted"', "datetime": "x", "department_id": 1, "job_id": 1},
             {"id": 8.0, "name": None, "datetime": "2021-01-01 00:00:00", "department_id": 1, "job_id": 1},
+            {"id": 4, "name": "Old\rMac", "datetime": "2021-01-01 00:00:00", "department_id": 1, "job_id": 1},
         ]
     ).encode()
     batch = json_rows_to_csv(EMPLOYEES, body)
     assert batch.data.decode() == (
-        '1,Zoë,2021-01-01T00:00:00Z,3,2\n2,"multi\nline, ""quoted""",x,1,1\n8.0,,2021-01-01 00:00:00,1,1\n'
+        '1,Zoë,2021-01-01T00:00:00Z,3,2\r\n2,"multi\nline, ""quoted""",x,1,1\r\n'
+        "8.0,,2021-01-01 00:00:00,1,1\r\n"
+        '4,"Old\rMac",2021-01-01 00:00:00,1,1\r\n'
     )
-    assert batch.rows == 3 and batch.starts == (1, 2, 4)
-    assert [row_of_line(batch.starts, n) for n in (1, 2, 3, 4)] == [0, 1, 1, 2]
+    assert batch.rows == 4 and batch.starts == (1, 2, 4, 5)
+    assert [row_of_line(batch.starts, n) for n in (1, 2, 3, 4, 5, 6)] == [0, 1, 1, 2, 3, 3]
     assert row_of_line(None, 7) == 7
 
 
@@ -78,6 +81,7 @@ async def test_json_batch_is_applied_and_rejects_are_named_by_row(
             "department_id": "4",
             "job_id": "5",
         },
+        {"id": 9, "name": "Old\rMac", "datetime": "2021-01-01T00:00:00Z", "department_id": 1, "job_id": 1},
         {
             "id": 8.0,
             "name": "decimal id",
@@ -99,11 +103,11 @@ async def test_json_batch_is_applied_and_rejects_are_named_by_row(
         resp = await client.post("/tables/hired_employees/rows", json=rows)
         body = await resp.json()
     assert resp.status == 201, body
-    assert (body["table"], body["rows_loaded"], body["rows_rejected"]) == ("hired_employees", 2, 5)
-    assert [r["row"] for r in body["rejects"]] == [1, 3, 4, 5, 6]
+    assert (body["table"], body["rows_loaded"], body["rows_rejected"]) == ("hired_employees", 3, 5)
+    assert [r["row"] for r in body["rejects"]] == [1, 4, 5, 6, 7]
     reasons = {r["row"]: r["reason"] for r in body["rejects"]}
-    assert reasons[1] == "name is empty" and "not an integer" in reasons[3]
-    assert "datetime is empty" in reasons[4] and "32 bits" in reasons[6]
+    assert reasons[1] == "name is empty" and "not an integer" in reasons[4]
+    assert "datetime is empty" in reasons[5] and "32 bits" in reasons[7]
     # queryable at once, exactly the values sent
     conn = await fresh.connect()
     try:
@@ -118,13 +122,15 @@ async def test_json_batch_is_applied_and_rejects_are_named_by_row(
     assert got == {
         1: ("Zoë Ñúñez 山田", datetime(2021, 7, 27, 11, 2, 8, 123456, tzinfo=UTC), 1, 2),
         3: ('Line\nbreak, "quoted"', datetime(2021, 1, 1, tzinfo=UTC), 4, 5),
+        9: ("Old\rMac", datetime(2021, 1, 1, tzinfo=UTC), 1, 1),
     }
     # an ordinary upload: status, rejects and its object under the table's batches/ prefix
     status = await (await client.get(f"/uploads/{body['id']}")).json()
-    assert (status["status"], status["rows_loaded"], status["rows_rejected"]) == ("loaded", 2, 5)
+    assert (status["status"], status["rows_loaded"], status["rows_rejected"]) == ("loaded", 3, 5)
     assert status["key"] == f"hired_employees/batches/{body['id']}.csv"
     page = await (await client.get(f"/uploads/{body['id']}/rejects")).json()
-    assert [r["line"] for r in page["rejects"]] == [2, 5, 6, 7, 8]  # row 2 spans lines 3-4
+    # row 2 spans lines 3-4 (LF in its text), row 3 lines 5-6 (a lone CR ends a line too)
+    assert [r["line"] for r in page["rejects"]] == [2, 7, 8, 9, 10]
     assert _keys(fresh) == [status["key"]]
 
 

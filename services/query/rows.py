@@ -84,7 +84,7 @@ def _encode_row(writer: Any, out: io.StringIO, fields: list[str]) -> str:
 
 def json_rows_to_csv(table: Table, body: bytes) -> BatchFile:
     """The rows of a JSON body as a CSV object (no header, the table's column order, RFC 4180
-    quoting, LF line ends). Raises ShapeError (400) or TooManyRows (413)."""
+    quoting, CRLF line ends). Raises ShapeError (400) or TooManyRows (413)."""
     try:
         # floats as Decimal would lose nothing either, but the text JSON gave is what we want:
         # msgspec keeps ints exact (any size) and gives floats as Python floats (repr round-trips)
@@ -100,7 +100,9 @@ def json_rows_to_csv(table: Table, body: bytes) -> BatchFile:
     columns = table.column_names
     known = frozenset(columns)
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
+    # CRLF line ends: the csv module quotes a field holding any character of the line terminator, and
+    # the reader takes a lone CR for a line end, so a text with a CR must be quoted too
+    writer = csv.writer(out, lineterminator="\r\n", quoting=csv.QUOTE_MINIMAL)
     parts: list[str] = []
     starts: list[int] = []
     line = 1

@@ -68,8 +68,9 @@ def csv_timestamp(value: datetime) -> str:
 
 def write_csv(table: Table, records: Iterable[Mapping[str, Any]], out: IO[str]) -> int:
     """The records as CSV lines: no header, the table's columns in dictionary order, RFC 4180
-    quoting, LF line ends. Returns how many rows it wrote."""
-    writer = csv.writer(out, lineterminator="\n")
+    quoting, CRLF line ends. Returns how many rows it wrote."""
+    # CRLF: the csv module then quotes any field holding a CR or an LF (a lone CR ends a line too)
+    writer = csv.writer(out, lineterminator="\r\n")
     names = table.column_names
     stamps = frozenset(c.name for c in table.columns if c.type == "timestamptz")
     count = 0
