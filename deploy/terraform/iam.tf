@@ -142,7 +142,7 @@ resource "aws_iam_role" "query" {
 data "aws_iam_policy_document" "query" {
   statement {
     sid       = "HeadBucketForReadiness"
-    actions   = ["s3:ListBucket"] # HeadBucket (GET /readyz) is authorised by s3:ListBucket
+    actions   = ["s3:ListBucket", "s3:ListBucketVersions"] # HeadBucket (GET /readyz); a retraction finds its version
     resources = [aws_s3_bucket.raw.arn]
   }
 
@@ -152,7 +152,8 @@ data "aws_iam_policy_document" "query" {
       "s3:PutObject", # PutObject, CreateMultipartUpload, UploadPart, CompleteMultipartUpload
       "s3:AbortMultipartUpload",
       "s3:ListMultipartUploadParts",
-      "s3:DeleteObject", # an upload whose request failed after completing is removed again
+      "s3:DeleteObject",        # a failed upload is removed again; DELETE /uploads/{id} retracts
+      "s3:DeleteObjectVersion", # retracting one version of a key
     ]
     resources = [for p in local.upload_prefixes : "${aws_s3_bucket.raw.arn}/${p}/*"]
   }

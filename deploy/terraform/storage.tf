@@ -1,6 +1,7 @@
 # The raw bucket (S3_RAW_BUCKET): every CSV created in it is ingested (CONTRACT §2).
 # Versioned (each object version is applied once; `hiring replay` reads the versions), encrypted
-# with the stack's key, private, TLS-only, and it notifies the ingest queue of every new .csv.
+# with the stack's key, private, TLS-only, and it notifies the ingest queue of every object created
+# or removed.
 
 resource "aws_s3_bucket" "raw" {
   #checkov:skip=CKV_AWS_18: server access logs need a separate log bucket; object-level audit belongs to the account's CloudTrail data events, not to this stack
@@ -97,11 +98,14 @@ resource "aws_s3_bucket_policy" "raw" {
 resource "aws_s3_bucket_notification" "raw" {
   bucket = aws_s3_bucket.raw.id
 
+  # services/dev/provisioning.py makes the same for hiring dev and compose (a test compares them).
+  # Created and removed: a delete marker or a deleted version retracts what the object contributed.
+  # No suffix filter: filters are case-sensitive and one suffix each (`.csv` would drop `JOBS.CSV`
+  # and `2021.csv.gz` silently); the consumer records every key it skips, with the reason.
   queue {
-    id            = "csv-to-ingest-queue"
-    queue_arn     = aws_sqs_queue.ingest.arn
-    events        = ["s3:ObjectCreated:*"]
-    filter_suffix = ".csv"
+    id        = "raw-objects-to-ingest-queue"
+    queue_arn = aws_sqs_queue.ingest.arn
+    events    = ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"]
   }
 
   # S3 checks that it may send to the queue when the notification is put.

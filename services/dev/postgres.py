@@ -84,7 +84,8 @@ def choose_bin_dir(major: str | None) -> Path:
     candidates = bin_dir_candidates()
     if not candidates:
         raise PostgresError(
-            f"no PostgreSQL binaries found: install the project (it bundles pgserver) or set {BINDIR_VAR}"
+            "no PostgreSQL binaries found: install the dev extra (pip install -e '.[dev]', which"
+            f" bundles pgserver's PostgreSQL 16) or set {BINDIR_VAR}"
         )
     if major is None:
         return candidates[0]
