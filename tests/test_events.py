@@ -368,7 +368,8 @@ def test_eventbridge_events_that_change_no_data() -> None:
 
 
 def test_moto_eventbridge_shape() -> None:
-    # moto 5: time in epoch seconds, "eTag", the key as stored (not URL-encoded), reason "ObjectCreated"
+    # moto 5: "eTag", the key as stored (not URL-encoded), reason "ObjectCreated"; its events model
+    # has the time in epoch seconds (its SQS target writes it as ISO 8601, without milliseconds)
     body = json.loads(json.dumps(EB_CREATED))
     body["time"] = 1636675200.25
     body["detail"]["object"] = {
@@ -387,6 +388,9 @@ def test_moto_eventbridge_shape() -> None:
         None,
     )
     assert ev.event_time == datetime(2021, 11, 12, 0, 0, 0, 250000, tzinfo=UTC)
+    body["time"] = "2021-11-12T00:00:00Z"
+    (ev,) = decode_message(json.dumps(body))  # type: ignore[misc]
+    assert (ev.key, ev.event_time) == ("jobs/a+b c.csv", datetime(2021, 11, 12, tzinfo=UTC))
 
 
 def test_eventbridge_through_sns() -> None:

@@ -14,8 +14,8 @@ The queue may carry (CONTRACT §2):
 Real S3 sends `versionId` (versioned buckets), `sequencer` and `eventTime`s with milliseconds;
 moto omits several of these, so everything but the bucket, key and time is optional. Keys arrive
 URL-encoded (`+` for a space) in notifications and in EventBridge events alike, except moto's
-EventBridge events, which carry the key as stored and the time as epoch seconds (that shape is
-recognised by its numeric time).
+EventBridge events, which carry the key as stored (that shape is recognised by moto's spelling
+`eTag` where S3 writes `etag`, or by a time in epoch seconds).
 """
 
 from __future__ import annotations
@@ -251,10 +251,9 @@ def _decode_eventbridge(doc: dict[str, Any]) -> Decoded:
     if ev.source != "aws.s3":
         return Undecodable(f"{_NOT_S3}: an EventBridge event from {ev.source!r}")
     obj = ev.detail.object
-    if isinstance(ev.time, datetime):
-        when, key = _utc(ev.time), unquote_plus(obj.key)
-    else:  # moto: epoch seconds, and the key as stored
-        when, key = datetime.fromtimestamp(ev.time, UTC), obj.key
+    moto = obj.eTag is not None or not isinstance(ev.time, datetime)  # moto: the key as stored
+    when = _utc(ev.time) if isinstance(ev.time, datetime) else datetime.fromtimestamp(ev.time, UTC)
+    key = obj.key if moto else unquote_plus(obj.key)
     return [
         ObjectEvent(
             event_name=_eventbridge_name(ev.detail_type, ev.detail),
