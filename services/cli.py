@@ -133,11 +133,9 @@ def cmd_upload(args: argparse.Namespace) -> int:
 
 
 def cmd_retract(args: argparse.Namespace) -> int:
-    from rich.console import Console
+    from services.upload_cli import run_retract, wide_console
 
-    from services.upload_cli import run_retract
-
-    return asyncio.run(run_retract(args.id, args.api, args.wait, os.environ, Console()))
+    return asyncio.run(run_retract(args.id, args.api, args.wait, os.environ, wide_console()))
 
 
 def cmd_dlq(args: argparse.Namespace) -> int:

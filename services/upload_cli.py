@@ -30,6 +30,7 @@ from typing import Any, Final
 
 import aiohttp
 import msgspec
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TransferSpeedColumn
 from rich.table import Table
@@ -375,6 +376,8 @@ async def run_upload(opts: UploadOptions, env: Mapping[str, str], console: Conso
                     )
                 )
     console.print(_table(outcomes, opts.wait))
+    for line in _details(outcomes):
+        console.print(line, highlight=False, markup=False)
     return max((o.code for o in outcomes), default=Exit.LOADED)
 
 
@@ -443,25 +446,33 @@ async def _follow(target: Target, outcome: Outcome, progress: Progress, task: Ta
 
 
 def _table(outcomes: Sequence[Outcome], waited: bool) -> Table:
-    table = Table(title="hiring upload", title_justify="left")
-    for column in ("file", "table", "id", "status"):
-        table.add_column(column)
+    """One row per file (ids whole: they are what a user copies); errors and reasons go below it."""
+    table = Table(title="hiring upload", title_justify="left", box=box.SIMPLE_HEAD)
+    table.add_column("file", no_wrap=True)
+    table.add_column("table", no_wrap=True)
+    table.add_column("id", no_wrap=True, min_width=max((len(o.id or "") for o in outcomes), default=1))
+    table.add_column("status", no_wrap=True, min_width=10)
     if waited:
-        table.add_column("loaded", justify="right")
-        table.add_column("rejected", justify="right")
-    table.add_column("error / reject reasons")
+        table.add_column("loaded", justify="right", no_wrap=True)
+        table.add_column("rejected", justify="right", no_wrap=True)
     for o in outcomes:
-        detail = o.error or "; ".join(o.reasons)
-        row = [
-            o.file.name,
-            o.file.table or "",
-            o.id or "",
-            o.status if o.error is None or o.id else "not sent",
-        ]
+        status = o.status if o.error is None or o.id else "not sent"
+        row = [o.file.name, o.file.table or "-", o.id or "-", status]
         if waited:
             row += [f"{o.rows_loaded:,}", f"{o.rows_rejected:,}"]
-        table.add_row(*row, detail)
+        table.add_row(*row)
     return table
+
+
+def _details(outcomes: Sequence[Outcome]) -> list[str]:
+    """`file: error` or `file: reject reasons`, for the files that have any."""
+    lines = []
+    for o in outcomes:
+        if o.error:
+            lines.append(f"{o.file.name}: {o.error}")
+        elif o.reasons:
+            lines.append(f"{o.file.name}: rejected rows: {'; '.join(o.reasons)}")
+    return lines
 
 
 class _target:
@@ -495,8 +506,13 @@ class _target:
             await close()
 
 
+def wide_console() -> Console:
+    """stdout; not a terminal (a pipe, a file): wide enough that no cell is cut."""
+    return Console(width=None if sys.stdout.isatty() else 240)
+
+
 def main_upload(opts: UploadOptions) -> int:
-    console = Console(soft_wrap=True)
+    console = wide_console()
     err = Console(stderr=True)
     try:
         return asyncio.run(run_upload(opts, os.environ, console, err))
@@ -524,5 +540,8 @@ async def run_retract(
         except ApiError as exc:
             print(f"hiring retract: {exc}", file=sys.stderr)
             return Exit.FAILED
-    console.print(f"{status.id}: {status.status}")
+    if status.status == "retracted":
+        console.print(f"{status.id}: retracted")
+    else:
+        console.print(f"{status.id}: {status.status} until a consumer applies the delete, then retracted")
     return Exit.LOADED

@@ -89,11 +89,11 @@ def hiring_upload(
 
 
 def _row(stdout: str, name: str) -> list[str]:
-    """The cells of the summary table's row for file `name`."""
+    """The summary table's row for file `name`: file, table, id, status, then the counts."""
     for line in stdout.splitlines():
-        cells = [c.strip() for c in line.split("│")]
-        if len(cells) > 2 and cells[1] == name:
-            return cells[1:-1]
+        cells = line.split()
+        if cells and cells[0] == name:
+            return cells
     raise AssertionError(f"no row for {name} in:\n{stdout}")
 
 
@@ -110,7 +110,10 @@ def test_a_folder_uploads_with_progress_and_a_table_exit_1_for_rejects(
     employees = _row(done.stdout, "hired_employees.csv")
     assert employees[:2] == ["hired_employees.csv", "hired_employees"]
     assert employees[3:6] == ["loaded", "1,929", "70"]
-    assert "x" in employees[6] and "is empty" in employees[6]  # the reasons, counted
+    # under the table, the reasons, counted
+    assert (
+        "hired_employees.csv: rejected rows: 21 x department_id is empty; 19 x name is empty" in done.stdout
+    )
     assert _row(done.stdout, "jobs.csv")[3:6] == ["loaded", "183", "0"]
     assert _row(done.stdout, "departments.csv")[3:6] == ["loaded", "12", "0"]
     assert "notes.txt" not in done.stdout
@@ -135,8 +138,9 @@ def test_clean_files_exit_0_and_unsendable_ones_exit_2(running: Running, tmp_pat
         str(people), str(tmp_path / "missing.csv"), str(jobs), "--api", running.url, "--wait"
     )
     assert done.returncode == 2, done.stdout + done.stderr
-    assert "cannot tell the table" in " ".join(_row(done.stdout, "people.csv"))
-    assert "no such file" in " ".join(_row(done.stdout, str(tmp_path / "missing.csv")))
+    assert _row(done.stdout, "people.csv")[1:5] == ["-", "-", "not", "sent"]
+    assert "people.csv: cannot tell the table of 'people.csv'" in done.stdout
+    assert f"{tmp_path / 'missing.csv'}: no such file or folder" in done.stdout
     assert _row(done.stdout, "jobs_2021.csv")[3] == "loaded"  # the others are still sent
     # --table names the table of files whose names do not
     done = hiring_upload(str(people), "--table", "jobs", "--api", running.url, "--wait")
