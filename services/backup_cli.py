@@ -36,8 +36,11 @@ async def run_backup(
         target = target.child(backup_id)
     conn = await db.connect(settings.db)
     try:
-        async with AwsClients(settings.aws).s3() as s3:
-            made = await write_backup(conn, s3, target, tables, backup_id=backup_id)
+        if target.is_s3:
+            async with AwsClients(settings.aws).s3() as s3:
+                made = await write_backup(conn, s3, target, tables, backup_id=backup_id)
+        else:  # a directory: no S3 client to build
+            made = await write_backup(conn, None, target, tables, backup_id=backup_id)
     except BackupError as exc:
         print(f"hiring backup: {exc}", file=sys.stderr)
         return 2

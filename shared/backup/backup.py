@@ -81,11 +81,9 @@ async def _dump_table(
             if not records:
                 break
             rows += len(records)
-            # asyncpg's Record is a mapping: fastavro reads each field by name; the encoding runs in
-            # a thread so the event loop (the API's) stays responsive on a large table
-            pending = asyncio.ensure_future(
-                asyncio.to_thread(_write_records, writer, [dict(r) for r in records])
-            )
+            # asyncpg's Record answers .get(name) as fastavro asks; the encoding runs in a thread so
+            # the event loop (the API's) stays responsive and the next fetch overlaps it
+            pending = asyncio.ensure_future(asyncio.to_thread(_write_records, writer, records))
         await asyncio.to_thread(writer.flush)
     return manifest.TableEntry(
         file=f"{table.name}.avro",
