@@ -65,6 +65,21 @@ resource "aws_s3_bucket_lifecycle_configuration" "raw" {
     }
   }
 
+  # Backups (backup.tf) expire after var.backup_retention_days; nothing outside backups/ does.
+  rule {
+    id     = "expire-backups"
+    status = "Enabled"
+    filter {
+      prefix = "backups/"
+    }
+    expiration {
+      days = var.backup_retention_days
+    }
+    noncurrent_version_expiration {
+      noncurrent_days = 1
+    }
+  }
+
   depends_on = [aws_s3_bucket_versioning.raw]
 }
 
