@@ -21,22 +21,27 @@ RUN python -m venv /opt/hiring
 ENV PATH=/opt/hiring/bin:$PATH
 WORKDIR /src
 
-# Packages only `hiring dev` imports (a local S3/SQS and PostgreSQL for a machine without Docker):
-# left out of the image, which saves about 230 MB. `--build-arg DEV_ONLY_DEPS=` keeps everything.
-ARG DEV_ONLY_DEPS="moto pgserver"
+# Where a TLS-inspecting proxy sits between the build and PyPI: the PEM text of the CA certificates
+# to trust, added to pip's own bundle for this stage only (deploy/images.sh passes the host's).
+# Certificates are public; nothing of this reaches the runtime stage.
+ARG EXTRA_CA_CERTS=""
+RUN python -c "import pip._vendor.certifi as c; print(c.where())" | xargs cat > /etc/pip-build-ca.pem \
+ && printf '%s\n' "$EXTRA_CA_CERTS" >> /etc/pip-build-ca.pem
+ENV PIP_CERT=/etc/pip-build-ca.pem
 
 # Third-party dependencies first, in their own layer: it is rebuilt only when pyproject.toml changes.
+# Only [project.dependencies]: moto and pgserver are in the `dev` extra, which the image leaves out.
 COPY pyproject.toml ./
-RUN python -c "import os, re, tomllib; skip = set(os.environ.get('DEV_ONLY_DEPS', '').lower().split()); deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; print('\n'.join(d for d in deps if re.split(r'[^A-Za-z0-9._-]', d, maxsplit=1)[0].lower() not in skip))" \
+RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
         > /tmp/requirements.txt \
  && cat /tmp/requirements.txt \
  && pip install -r /tmp/requirements.txt
 
 # Then the project itself (the context is whitelisted by .dockerignore).
 COPY . .
-# The services must import without the dev-only packages (only services/dev may use them).
+# The services (and compose's aws-init provisioning) must import without the dev extra.
 RUN pip install --no-deps . \
- && python -P -c "import services.cli, services.ingest.app, services.ingest.cli_replay, services.query.app, shared.db" \
+ && python -P -c "import services.cli, services.ingest.app, services.ingest.cli_replay, services.query.app, services.dev.provisioning, shared.db" \
  && python -m compileall -q /opt/hiring/lib \
  && python -m pip uninstall -y pip setuptools wheel \
  && hiring --help > /dev/null
@@ -53,6 +58,12 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 hiring \
  && useradd --system --uid 10001 --gid hiring --create-home --home-dir /home/hiring --shell /usr/sbin/nologin hiring
+
+# /tmp is the one writable path with a read-only root file system. Fargate mounts an empty volume
+# there owned by root, mode 0755 (nothing writable for user 10001) unless the image declares it a
+# volume, whose mode (1777) ECS then copies; compose's tmpfs and Docker's anonymous volumes do the same.
+RUN chmod 1777 /tmp
+VOLUME ["/tmp"]
 
 COPY --from=build /opt/hiring /opt/hiring
 COPY deploy/docker/healthcheck.py /usr/local/bin/hiring-healthcheck

@@ -1,8 +1,10 @@
 """The system the tests run against: one switch, two backends, the same resources.
 
 Default: the embedded stack `hiring dev` uses (EmbeddedPostgres + moto's server, both child
-processes). HIRING_TEST_STACK=containers: PostgreSQL 16 and LocalStack through testcontainers;
-with no Docker engine that is an error, never a skip.
+processes). HIRING_TEST_STACK=containers: PostgreSQL and moto's server as containers through
+testcontainers, images named by HIRING_POSTGRES_IMAGE and HIRING_MOTO_IMAGE (upstream defaults;
+`bash deploy/images.sh` builds local stand-ins where Docker Hub cannot be reached and writes their
+names to .env). With no Docker engine that is an error, never a skip.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import time
+import urllib.request
 import uuid
 from collections.abc import Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -29,9 +33,10 @@ BACKEND_VAR = "HIRING_TEST_STACK"
 REGION = "us-east-1"
 QUEUE = "hiring-ingest"
 DLQ_VAR = "HIRING_DLQ_URL"  # not a CONTRACT §3 name: only tests and tools read it
-# pinned: a moving tag changes behaviour under us, and newer LocalStack images may want an account token
-LOCALSTACK_IMAGE = "localstack/localstack:3.8"
-POSTGRES_IMAGE = "postgres:16"
+# pinned upstream defaults (a moving tag changes behaviour under us); the variables name stand-ins
+POSTGRES_IMAGE_VAR, POSTGRES_IMAGE = "HIRING_POSTGRES_IMAGE", "postgres:16-alpine"
+MOTO_IMAGE_VAR, MOTO_IMAGE = "HIRING_MOTO_IMAGE", "motoserver/moto:5.2.5"
+RYUK_VAR = "TESTCONTAINERS_RYUK_DISABLED"
 
 T = TypeVar("T")
 _names = itertools.count(1)
@@ -147,25 +152,36 @@ def _start_containers(cleanup: ExitStack) -> tuple[dict[str, str], str]:
     try:
         import docker  # type: ignore[import-untyped]
 
-        docker.from_env().ping()
+        engine = docker.from_env()
+        engine.ping()
     except Exception as exc:
         raise StackUnavailable(
             f"{BACKEND_VAR}=containers but no Docker engine is reachable ({exc}); "
-            f"start Docker, or unset {BACKEND_VAR} to use the embedded stack"
+            f"start Docker (bash deploy/dockerd.sh start), or unset {BACKEND_VAR} to use the embedded stack"
         ) from exc
-    from testcontainers.community.localstack import LocalStackContainer
+    pg_image = os.environ.get(POSTGRES_IMAGE_VAR, "").strip() or POSTGRES_IMAGE
+    moto_image = os.environ.get(MOTO_IMAGE_VAR, "").strip() or MOTO_IMAGE
+    missing = [i for i in (pg_image, moto_image) if not engine.images.list(name=i)]
+    if missing:
+        raise StackUnavailable(
+            f"{BACKEND_VAR}=containers: image(s) {', '.join(missing)} not here; run `bash deploy/images.sh` "
+            f"and `set -a; . ./.env; set +a` ({POSTGRES_IMAGE_VAR}, {MOTO_IMAGE_VAR} name its stand-ins)"
+        )
+    # Ryuk (testcontainers' reaper) is one more image to pull; our ExitStack stops what it starts
+    os.environ.setdefault(RYUK_VAR, "true")
     from testcontainers.community.postgres import PostgresContainer
+    from testcontainers.core.container import DockerContainer
 
     password = uuid.uuid4().hex
     try:
-        pg = PostgresContainer(
-            POSTGRES_IMAGE, username="hiring", password=password, dbname="hiring", driver=None
-        )
+        pg = PostgresContainer(pg_image, username="hiring", password=password, dbname="hiring", driver=None)
         cleanup.callback(pg.stop)
         pg.start()
-        aws = LocalStackContainer(LOCALSTACK_IMAGE, region_name=REGION).with_services("s3", "sqs")
+        aws = DockerContainer(moto_image).with_exposed_ports(5000)
         cleanup.callback(aws.stop)
         aws.start()
+        endpoint_url = f"http://{aws.get_container_host_ip()}:{aws.get_exposed_port(5000)}"
+        _wait_http(f"{endpoint_url}/moto-api/", timeout=60)
     except Exception as exc:
         raise StackUnavailable(f"{BACKEND_VAR}=containers: a container did not start: {exc}") from exc
     db_env = {
@@ -174,7 +190,20 @@ def _start_containers(cleanup: ExitStack) -> tuple[dict[str, str], str]:
         "RDS_USERNAME": "hiring",
         "RDS_PASSWORD": password,
     }
-    return db_env, str(aws.get_url())
+    return db_env, endpoint_url
+
+
+def _wait_http(url: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except OSError as exc:  # URLError is an OSError
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{url} did not answer within {timeout:.0f}s: {exc}") from exc
+        time.sleep(0.2)
 
 
 async def _migrate(stack: Stack) -> None:
