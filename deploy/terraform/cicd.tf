@@ -172,9 +172,39 @@ data "aws_iam_policy_document" "codebuild" {
   }
 
   statement {
+    sid = "PullBaseImagesThroughTheCache"
+    actions = [
+      "ecr:BatchCheckLayerAvailability",
+      "ecr:BatchGetImage",
+      "ecr:GetDownloadUrlForLayer",
+      "ecr:CreateRepository",         # the cache makes the repository on the first pull
+      "ecr:BatchImportUpstreamImage", # and imports the image from the upstream registry
+    ]
+    resources = ["arn:${local.partition}:ecr:${local.region}:${local.account_id}:repository/${aws_ecr_pull_through_cache_rule.ecr_public.ecr_repository_prefix}/*"]
+  }
+
+  statement {
     sid       = "RollOutTheServices"
     actions   = ["ecs:UpdateService", "ecs:DescribeServices"]
     resources = [aws_ecs_service.ingest.id, aws_ecs_service.query.id]
+  }
+
+  # deploy/rollout.sh: a task definition revision per release (these actions take no resource ARN)
+  statement {
+    sid       = "RegisterTaskDefinitions"
+    actions   = ["ecs:DescribeTaskDefinition", "ecs:RegisterTaskDefinition"]
+    resources = ["*"]
+  }
+
+  statement {
+    sid       = "PassTheTaskRoles"
+    actions   = ["iam:PassRole"]
+    resources = [aws_iam_role.execution.arn, aws_iam_role.ingest.arn, aws_iam_role.query.arn]
+    condition {
+      test     = "StringEquals"
+      variable = "iam:PassedToService"
+      values   = ["ecs-tasks.amazonaws.com"]
+    }
   }
 
   statement {
@@ -228,7 +258,7 @@ resource "aws_codebuild_project" "app" {
     }
     environment_variable {
       name  = "PYTHON_IMAGE"
-      value = var.base_image
+      value = local.base_image
     }
     environment_variable {
       name  = "ECS_CLUSTER"

@@ -42,3 +42,18 @@ resource "aws_ecr_lifecycle_policy" "app" {
     ]
   })
 }
+
+# Base images through ECR: a pull-through cache of ECR Public (which mirrors Docker Hub's official
+# images, e.g. docker/library/python, and needs no upstream credentials). The first pull of an image
+# creates its repository under `ecr-public/` and imports it: the puller needs
+# ecr:CreateRepository and ecr:BatchImportUpstreamImage on those repositories (cicd.tf), without
+# which the cache fails with a "not authorized" error instead of falling back.
+resource "aws_ecr_pull_through_cache_rule" "ecr_public" {
+  ecr_repository_prefix = "ecr-public"
+  upstream_registry_url = "public.ecr.aws"
+}
+
+locals {
+  base_image_cache = "${local.account_id}.dkr.ecr.${local.region}.amazonaws.com/${aws_ecr_pull_through_cache_rule.ecr_public.ecr_repository_prefix}"
+  base_image       = var.base_image != "" ? var.base_image : "${local.base_image_cache}/docker/library/python:3.11-slim-bookworm"
+}

@@ -151,15 +151,15 @@ variable "db_deletion_protection" {
 
 # ------------------------------------------------------------------ services
 variable "image_tag" {
-  description = "Tag the tasks run. The pipeline pushes every build as :<commit> and moves this tag to it, then forces a new deployment (ECS pins the digest per deployment)."
+  description = "Tag the task definitions Terraform writes run. The pipeline pushes every build as :<commit>, rolls the services onto it, and moves this tag to it only once every rollout COMPLETED (deploy/rollout.sh)."
   type        = string
   default     = "release"
 }
 
 variable "base_image" {
-  description = "Python base image the pipeline builds from (Dockerfile ARG PYTHON_IMAGE); point it at an ECR pull-through cache to avoid Docker Hub rate limits."
+  description = "Python base image the pipeline builds from (Dockerfile ARG PYTHON_IMAGE). Empty (the default): the official python:3.11-slim-bookworm through this account's ECR pull-through cache of ECR Public (ecr.tf), so builds never pull anonymously from Docker Hub."
   type        = string
-  default     = "python:3.11-slim-bookworm"
+  default     = ""
 }
 
 variable "otlp_endpoint" {
