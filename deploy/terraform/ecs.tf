@@ -134,12 +134,13 @@ resource "aws_ecs_task_definition" "query" {
       essential              = true
       command                = ["query", "--port", "8080"]
       readonlyRootFilesystem = true
-      stopTimeout            = 30
+      stopTimeout            = 45 # 15 s serving with /readyz failing (Cloud Map and the VPC link catch up), then requests finish
       portMappings = [
         { containerPort = 8080, protocol = "tcp", name = "http" },
       ]
       environment = concat(local.common_environment, [
         { name = "OTEL_SERVICE_NAME", value = "hiring-query" },
+        { name = "HIRING_SHUTDOWN_GRACE_SECONDS", value = "15" },
       ])
       secrets = [
         { name = "RDS_PASSWORD", valueFrom = local.db_password_secret },

@@ -32,7 +32,7 @@ from services.query.cache import MetricsCache
 from services.query.endpoints import Endpoint
 from services.query.errors import error_middleware
 from services.query.options import QueryOptions, load_options
-from services.query.state import METRICS, OPENAPI, OPTIONS, POOL, S3, SETTINGS, TELEMETRY
+from services.query.state import METRICS, OPENAPI, OPTIONS, POOL, S3, SETTINGS, STOPPING, TELEMETRY
 from services.query.tracing import telemetry_middleware
 from shared import db
 from shared.aws import AwsClients
@@ -86,6 +86,7 @@ def build_app(
         app.on_cleanup.append(_shutdown_telemetry)
     app[SETTINGS] = settings
     app[OPTIONS] = options
+    app[STOPPING] = asyncio.Event()
     app[OPENAPI] = openapi.render(ENDPOINTS)
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(projection.folding)  # keeps the hires projection's backlog small
@@ -171,6 +172,13 @@ async def serve(
         if started is not None:
             started.set()
         await stop.wait()
+        grace = app[OPTIONS].shutdown_grace_seconds
+        if grace:
+            # API Gateway (through Cloud Map) or a load balancer may route here for a while yet:
+            # keep answering, with /readyz failing, before the listener closes
+            app[STOPPING].set()
+            log.info("query.draining", seconds=grace)
+            await asyncio.sleep(grace)
         log.info("query.stopping")
     finally:
         for sig in own_signals:

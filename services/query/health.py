@@ -12,7 +12,7 @@ from services.query import sql
 from services.query.endpoints import Endpoint
 from services.query.http import encode, json_response
 from services.query.schemas import Health, Readiness
-from services.query.state import POOL, S3, SETTINGS
+from services.query.state import POOL, S3, SETTINGS, STOPPING
 
 CHECK_TIMEOUT: Final = 3.0
 _HEALTHY: Final = encode(Health(status="ok"))
@@ -35,6 +35,11 @@ async def _check(probe: Awaitable[object]) -> str:
 
 async def readyz(request: web.Request) -> web.Response:
     app = request.app
+    stopping_event = app.get(STOPPING)  # set on SIGTERM: still serving, but no new traffic please
+    if stopping_event is not None and stopping_event.is_set():
+        stopping = "not checked: shutting down"
+        body = Readiness(status="not ready", database=stopping, bucket=stopping, error="shutting down")
+        return json_response(body, status=503)
     database, bucket = await asyncio.gather(
         _check(sql.ping(app[POOL])),
         _check(app[S3].head_bucket(Bucket=app[SETTINGS].bucket)),

@@ -18,11 +18,14 @@ class QueryOptions:
     db_pool_size: int = 10
     rows_wait_seconds: int = 30  # POST /tables/{table}/rows: how long it waits for a consumer
     restore_wait_seconds: int = 120  # POST /tables/{table}/restore: the same, for a whole table
+    # on SIGTERM, keep serving this long with /readyz failing (a load balancer or API Gateway may
+    # still route here until it notices), then close the listener
+    shutdown_grace_seconds: int = 0
 
 
 def load_options(env: Mapping[str, str]) -> QueryOptions:
     """`HIRING_MAX_UPLOAD_BYTES`, `HIRING_API_KEYS`, `HIRING_QUERY_DB_POOL`, `HIRING_ROWS_WAIT_SECONDS`,
-    `HIRING_RESTORE_WAIT_SECONDS`; ConfigError names a bad one."""
+    `HIRING_RESTORE_WAIT_SECONDS`, `HIRING_SHUTDOWN_GRACE_SECONDS`; ConfigError names a bad one."""
     return QueryOptions(
         max_upload_bytes=int_setting(
             env, "HIRING_MAX_UPLOAD_BYTES", DEFAULT_MAX_UPLOAD_BYTES, low=1, high=5 * 1024**4
@@ -31,4 +34,5 @@ def load_options(env: Mapping[str, str]) -> QueryOptions:
         db_pool_size=int_setting(env, "HIRING_QUERY_DB_POOL", 10, low=1, high=200),
         rows_wait_seconds=int_setting(env, "HIRING_ROWS_WAIT_SECONDS", 30, low=1, high=600),
         restore_wait_seconds=int_setting(env, "HIRING_RESTORE_WAIT_SECONDS", 120, low=1, high=3600),
+        shutdown_grace_seconds=int_setting(env, "HIRING_SHUTDOWN_GRACE_SECONDS", 0, low=0, high=300),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import asyncpg
@@ -19,3 +20,4 @@ S3 = web.AppKey[Any]("s3")  # an aiobotocore S3 client (untyped)
 METRICS = web.AppKey("metrics", MetricsCache)
 OPENAPI = web.AppKey("openapi", bytes)  # the rendered document
 TELEMETRY = web.AppKey("telemetry", Telemetry)
+STOPPING = web.AppKey("stopping", asyncio.Event)  # set on SIGTERM: /readyz fails during the grace period
