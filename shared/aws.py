@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final, cast
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession, get_session
@@ -12,6 +12,10 @@ from botocore.exceptions import ClientError
 from opentelemetry import trace
 
 from shared.config import AwsSettings
+
+if TYPE_CHECKING:
+    from types_aiobotocore_s3 import S3Client
+    from types_aiobotocore_sqs import SQSClient
 
 
 class AwsClients:
@@ -33,17 +37,21 @@ class AwsClients:
             s3={"addressing_style": "path"} if service == "s3" else None,
             **config,
         )
-        created: AbstractAsyncContextManager[Any] = self._session.create_client(
+        # the stubs type create_client per literal service name; the name is a parameter here
+        session = cast(Any, self._session)
+        created: AbstractAsyncContextManager[Any] = session.create_client(
             service, region_name=self._settings.region, endpoint_url=self._settings.endpoint_url, config=cfg
         )
         if self._tracer is None:
             return created
         return _traced(created, self._tracer, self._settings.region)
 
-    def s3(self, **config: Any) -> AbstractAsyncContextManager[Any]:
+    def s3(self, **config: Any) -> AbstractAsyncContextManager[S3Client]:
+        """An S3 client (a TracedClient with the same methods when tracing)."""
         return self.client("s3", **config)
 
-    def sqs(self, **config: Any) -> AbstractAsyncContextManager[Any]:
+    def sqs(self, **config: Any) -> AbstractAsyncContextManager[SQSClient]:
+        """An SQS client (a TracedClient with the same methods when tracing)."""
         return self.client("sqs", **config)
 
 

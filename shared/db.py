@@ -7,12 +7,18 @@ import contextvars
 import importlib.resources
 import re
 from collections.abc import Iterator
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias
 
 import asyncpg
 from opentelemetry import trace
 
 from shared.config import DatabaseSettings
+
+if TYPE_CHECKING:
+    from asyncpg.pool import PoolConnectionProxy
+
+    # A connection of its own, or one acquired from a pool: both run statements alike.
+    DbConnection: TypeAlias = asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]
 
 # Any constant works; it only has to be the same in every process that migrates.
 _MIGRATION_LOCK = 0x68_69_72_65  # "hire"
@@ -77,7 +83,7 @@ def target_of(operation: str, query: str) -> str | None:
     return found.group(1) if found else None
 
 
-class TracedConnection(asyncpg.Connection):  # type: ignore[misc]  # asyncpg is untyped
+class TracedConnection(asyncpg.Connection):
     _hiring_tracer: ClassVar[trace.Tracer]
     _hiring_attributes: ClassVar[dict[str, str | int]]
 
@@ -166,7 +172,7 @@ def migrations() -> list[tuple[int, str, str]]:
     return sorted(found)
 
 
-async def migrate(conn: asyncpg.Connection) -> list[str]:
+async def migrate(conn: DbConnection) -> list[str]:
     """Apply the migrations not yet applied; safe when several processes start at once.
 
     Returns the names of the migrations this call applied.

@@ -99,7 +99,7 @@ async def counts(conn: asyncpg.Connection) -> dict[str, int]:
 
 async def objects(conn: asyncpg.Connection) -> list[dict[str, Any]]:
     rows = await conn.fetch(
-        "SELECT id, key, status, rows_loaded, rows_rejected, batches, error, lines_done"
+        "SELECT id, key, status, rows_loaded, rows_rejected, batches, error, lines_done, attempts"
         " FROM ingest_objects ORDER BY id"
     )
     return [dict(r) for r in rows]

@@ -379,8 +379,10 @@ async def test_replay_while_a_consumer_keeps_loading(fresh: Stack, tmp_path: Pat
         await conn.close()
 
 
-async def test_a_file_that_keeps_failing_ends_in_the_dead_letter_queue(stack: Stack, tmp_path: Path) -> None:
-    """A persistent failure (here: the target table is missing) is retried, then redriven, not looped."""
+async def test_a_file_that_keeps_failing_is_given_up_from_the_ledger(stack: Stack, tmp_path: Path) -> None:
+    """A persistent failure (here: the target table is missing) is retried, then given up by the
+    ledger (attempts without progress), marked failed with its last error: never left processing,
+    never a message parked in the DLQ with the file half-applied, even past maxReceiveCount."""
     own = stack.isolated(max_receive_count=2)
     await stack.reset_data()
     conn = await own.connect()
@@ -388,14 +390,17 @@ async def test_a_file_that_keeps_failing_ends_in_the_dead_letter_queue(stack: St
         await conn.execute("ALTER TABLE jobs RENAME TO jobs_away")
         own.s3().put_object(Bucket=own.bucket, Key="jobs/x.csv", Body=b"1,Dev\n")
         sqs = own.sqs()
-        with ConsumerProcess(own.env, tmp_path / "c.log") as consumer:
+        with ConsumerProcess(own.env, tmp_path / "c.log", INGEST_MAX_STALLS="3") as consumer:
             await eventually(
-                lambda: _depth(sqs, own.dlq_url), lambda d: d == 1, what="the message in the DLQ"
+                lambda: objects(conn), lambda o: bool(o) and o[0]["status"] == "failed", what="given up"
             )
             await eventually(lambda: _depth(sqs, own.queue_url), lambda d: d == 0, what="main queue empty")
-            assert consumer.log().count("message failed; it will be retried") >= 2
+            assert consumer.log().count("message failed; it will be retried") == 3
         (obj,) = await objects(conn)
-        assert obj["status"] == "processing" and obj["rows_loaded"] == 0  # nothing half-applied
+        assert obj["rows_loaded"] == 0 and obj["attempts"] == 3  # nothing half-applied
+        assert obj["error"].startswith("given up after 3 attempts without progress")
+        assert 'relation "jobs" does not exist' in obj["error"]
+        assert await _depth(sqs, own.dlq_url) == 0
     finally:
         await conn.execute("ALTER TABLE IF EXISTS jobs_away RENAME TO jobs")
         await conn.close()

@@ -75,7 +75,7 @@ def decode_copy(table: Table, data: bytes) -> list[tuple[Value, ...]]:
             else:
                 value = datetime.fromisoformat(text)
                 values.append((value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC))
-        rows.append((*values, int(fields[-2]), int(fields[-1])))
+        rows.append((*values, int(fields[-3]), int(fields[-2])))
     return rows
 
 
@@ -627,15 +627,17 @@ def test_rejected_rows_keep_line_raw_and_reason() -> None:
     ]
 
 
-def test_a_batch_is_ordered_by_the_column_asked_for() -> None:
-    # only for speed (see batches._reorder): the index on datetime takes rows in order more cheaply
-    data = b'1,A,2021-03-01T00:00:00Z,1,1\n2,B,2020-01-01 00:00:00,1,1\n3,"C c",2022-01-01T00:00:00Z,1,1\n'
-    (batch,) = read_batches(EMPLOYEES, [data], batch_rows=10, order_by="datetime")
-    assert [r[0] for r in decode_copy(EMPLOYEES, batch.copy_data)] == [2, 1, 3]
-    (batch,) = read_batches(EMPLOYEES, [data], batch_rows=10)  # by default: file order
-    assert [r[0] for r in decode_copy(EMPLOYEES, batch.copy_data)] == [1, 2, 3]
-    (jobs,) = read_batches(JOBS, [b"2,B\n1,A\n"], batch_rows=10, order_by="job")
-    assert [r[0] for r in decode_copy(JOBS, jobs.copy_data)] == [1, 2]
+def test_every_row_carries_its_provenance_on_both_paths() -> None:
+    # fast path (plain line) and full path (a comma inside quotes) alike: object, line, order key
+    data = b'1,A,2021-03-01T00:00:00Z,1,1\n2,"B, b",2020-01-01 00:00:00,1,1\n'
+    (batch,) = read_batches(
+        EMPLOYEES, [data], batch_rows=10, object_id=7, order_key="20210101T000000000000.0.ab"
+    )
+    rows = batch.copy_data.decode().splitlines()
+    assert [r.rsplit(",", 3)[1:] for r in rows] == [
+        ["7", "1", "20210101T000000000000.0.ab"],
+        ["7", "2", "20210101T000000000000.0.ab"],
+    ]
 
 
 def test_lines_quoting_whole_plain_fields_take_the_fast_path() -> None:

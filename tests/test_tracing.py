@@ -29,7 +29,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from services.dev.ports import free_port
 from services.ingest.app import IngestOptions, run_ingest
 from services.ingest.consumer import ConsumerOptions
-from services.ingest.loader import LoaderOptions
+from services.ingest.load import LoadOptions
 from services.query.app import build_app
 from services.query.options import QueryOptions
 from shared.logs import add_trace_context
@@ -471,7 +471,7 @@ async def test_without_an_endpoint_nothing_is_exported_and_no_exporter_thread_ru
         client = TestClient(TestServer(build_app(settings, options=QueryOptions())))
         await client.start_server()
         stop = asyncio.Event()
-        options = IngestOptions(ConsumerOptions(wait_seconds=1), LoaderOptions())
+        options = IngestOptions(ConsumerOptions(wait_seconds=1), LoadOptions())
         ingest = asyncio.create_task(
             run_ingest(fresh.settings("hiring-ingest", require_queue=True), options, stop)
         )

@@ -9,7 +9,11 @@ import msgspec
 import structlog
 
 from services.ingest.consumer import Consumer, ConsumerOptions
-from services.ingest.loader import Loader, LoaderOptions
+from services.ingest.handler import HandlerOptions, ObjectHandler
+from services.ingest.ledger import Ledger
+from services.ingest.load import LoadOptions
+from services.ingest.source import S3ObjectStore
+from services.ingest.sqs_queue import SqsQueue
 from services.ingest.telemetry import IngestTelemetry
 from shared.aws import AwsClients
 from shared.config import Settings, int_setting
@@ -21,7 +25,8 @@ log = structlog.get_logger("ingest")
 
 class IngestOptions(msgspec.Struct, frozen=True):
     consumer: ConsumerOptions
-    loader: LoaderOptions
+    load: LoadOptions
+    max_stalls: int = 3
 
 
 def load_options(env: Mapping[str, str]) -> IngestOptions:
@@ -34,7 +39,8 @@ def load_options(env: Mapping[str, str]) -> IngestOptions:
             retry_delay=int_setting(env, "INGEST_RETRY_DELAY", 5, low=0, high=900),
             drain_seconds=float(int_setting(env, "INGEST_DRAIN_SECONDS", 20, low=0, high=3600)),
         ),
-        loader=LoaderOptions(batch_rows=int_setting(env, "INGEST_BATCH_ROWS", 20_000, high=1_000_000)),
+        load=LoadOptions(batch_rows=int_setting(env, "INGEST_BATCH_ROWS", 20_000, high=1_000_000)),
+        max_stalls=int_setting(env, "INGEST_MAX_STALLS", 3, low=1, high=100),
     )
 
 
@@ -81,8 +87,14 @@ async def _consume(
             clients.s3(max_pool_connections=options.consumer.concurrency + 4) as s3,
             clients.sqs() as sqs,
         ):
-            loader = Loader(pool, s3, options.loader, ingest_telemetry)
-            consumer = Consumer(sqs, settings.queue_url, loader, options.consumer, ingest_telemetry)
+            handler = ObjectHandler(
+                Ledger(pool),
+                S3ObjectStore(s3),
+                HandlerOptions(raw_bucket=settings.bucket, max_stalls=options.max_stalls, load=options.load),
+                observe=ingest_telemetry.batch,
+            )
+            queue = await SqsQueue.open(sqs, settings.queue_url)
+            consumer = Consumer(queue, handler, options.consumer, ingest_telemetry)
             await consumer.run(stop)
     finally:
         await pool.close()

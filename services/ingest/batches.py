@@ -1,8 +1,9 @@
 """Records and blocks -> batches of COPY-ready rows and rejects (pure; the loader commits each batch).
 
-A batch's rows are PostgreSQL COPY input in text format with ',' as the delimiter (COPY_OPTIONS),
-one line per row: the table's columns, then src_object and src_line (copy_columns). A line of a
-block that shared.dictionary's fast pattern matches goes in as its own bytes (less any quotes
+A batch's rows are PostgreSQL COPY input in text format with ',' as the delimiter (COPY_FORMAT,
+COPY_DELIMITER), one line per row: the table's columns, then src_object, src_line and src_order
+(copy_columns): the row's provenance, which decides upload order (services/ingest/order.py). A
+line of a block that shared.dictionary's fast pattern matches goes in as its own bytes (less any quotes
 around whole fields) plus that suffix, so the common row costs no per-field work in Python; any
 other line (a comma or quote inside a quoted field, padding, odd types, invalid) is validated field
 by field, and its typed values are written out with COPY's escapes.
@@ -10,7 +11,6 @@ by field, and its typed values are written out with COPY's escapes.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from typing import Any, Final
@@ -29,7 +29,8 @@ from shared.dictionary import (
 )
 
 # For asyncpg's copy_to_table: COPY ... FROM STDIN (FORMAT text, DELIMITER ',').
-COPY_OPTIONS: Final = {"format": "text", "delimiter": ","}
+COPY_FORMAT: Final = "text"
+COPY_DELIMITER: Final = ","
 # In text format only the delimiter, backslash, LF and CR need escaping.
 _ESCAPES: Final = str.maketrans({"\\": "\\\\", ",": "\\,", "\n": "\\n", "\r": "\\r"})
 # A typed value as COPY text: integers as digits, timestamps in ISO 8601 with their offset (UTC).
@@ -42,7 +43,7 @@ _ENCODERS: Final[dict[str, Callable[[Any], str]]] = {
 
 def copy_columns(table: Table) -> list[str]:
     """The columns of a batch's COPY rows, in order."""
-    return [*table.column_names, "src_object", "src_line"]
+    return [*table.column_names, "src_object", "src_line", "src_order"]
 
 
 class RejectedRow(msgspec.Struct, array_like=True):
@@ -63,26 +64,25 @@ class Batch(msgspec.Struct):
 class BatchBuilder:
     """Collects records and blocks into batches of at most `batch_rows` loaded-or-rejected rows.
 
-    `order_by` names a column to order each batch's rows by (see `_reorder`); None keeps file order.
+    Every row gets the provenance suffix `,<object_id>,<line>,<order_key>`; `order_key` must hold
+    no COPY-special character (services/ingest/order.py makes sure).
     """
 
-    def __init__(
-        self, table: Table, *, batch_rows: int, object_id: int = 0, order_by: str | None = None
-    ) -> None:
+    def __init__(self, table: Table, *, batch_rows: int, object_id: int = 0, order_key: str = "") -> None:
         if batch_rows < 1:
             raise ValueError("batch_rows must be at least 1")
         self._table = table
         self._batch_rows = batch_rows
         self._match = fast_lines_pattern(table).match
         self._encoders = [_ENCODERS[c.type] for c in table.columns]
-        self._suffix = f",{object_id},"
-        self._format = (b"%b," + str(object_id).encode() + b",%d\n").__mod__
+        self._prefix = f",{object_id},"
+        self._suffix = f",{order_key}\n"
+        self._format = (b"%b," + str(object_id).encode() + b",%d," + order_key.encode() + b"\n").__mod__
         self._parts: list[bytes] = []
         self._count = 0
         self._rejects: list[RejectedRow] = []
         self._skipped = 0
         self._end: tuple[int, int] | None = None  # (offset, line) just past what was added
-        self._order_key = _field_key(table.column_names.index(order_by)) if order_by else None
 
     def add_items(self, items: Iterable[Item]) -> Iterator[Batch]:
         """Take a reader's items; yield each batch as it fills."""
@@ -162,8 +162,6 @@ class BatchBuilder:
             return None
         end_offset, end_line = self._end
         data = b"".join(self._parts)
-        if self._order_key is not None and self._count > 1:
-            data = _reorder(data, self._order_key)
         batch = Batch(data, self._count, self._rejects, self._skipped, end_offset, end_line)
         self._parts, self._count, self._rejects, self._skipped = [], 0, [], 0
         return batch
@@ -174,38 +172,14 @@ class BatchBuilder:
 
     def _encode(self, values: tuple[Value, ...], line: int) -> bytes:
         fields = [encode(value) for encode, value in zip(self._encoders, values, strict=True)]
-        return f"{','.join(fields)}{self._suffix}{line}\n".encode()
-
-
-def _field_key(index: int) -> re.Pattern[bytes]:
-    """Finds field `index` of each COPY row: one match per row, each consuming the whole row."""
-    return re.compile(rb"(?:[^,\n]*,){%d}([^,\n]*)[^\n]*\n" % index)
-
-
-def _reorder(data: bytes, key: re.Pattern[bytes]) -> bytes:
-    """The batch's rows ordered by the text of one field.
-
-    Only for speed. An index on a column whose values come in no order (hired_employees' index on
-    datetime) takes a batch in file order at random places, and ordered at neighbouring ones, which
-    costs PostgreSQL markedly less (a fifth less for a million rows). Any order is correct (a batch
-    never holds two rows for one id once it reaches the table), so a key misread, say after an
-    escaped comma, costs nothing but a little of that gain. The loader asks for it only when the
-    table has such an index: without one, file order (ascending ids, often) suits the key best.
-    """
-    rows = data.split(b"\n")
-    rows.pop()  # after the last row's LF
-    keys = key.findall(data)
-    if len(keys) != len(rows):
-        return data
-    order = sorted(range(len(rows)), key=keys.__getitem__)
-    return b"\n".join(map(rows.__getitem__, order)) + b"\n"
+        return f"{','.join(fields)}{self._prefix}{line}{self._suffix}".encode()
 
 
 def batches(
-    table: Table, records: Iterable[Record], *, batch_rows: int, object_id: int = 0
+    table: Table, records: Iterable[Record], *, batch_rows: int, object_id: int = 0, order_key: str = ""
 ) -> Iterator[Batch]:
     """All batches of `records` (for callers that have every record at hand, such as tests)."""
-    builder = BatchBuilder(table, batch_rows=batch_rows, object_id=object_id)
+    builder = BatchBuilder(table, batch_rows=batch_rows, object_id=object_id, order_key=order_key)
     for record in records:
         batch = builder.add(record)
         if batch is not None:
@@ -221,7 +195,7 @@ def read_batches(
     *,
     batch_rows: int,
     object_id: int = 0,
-    order_by: str | None = None,
+    order_key: str = "",
     start_offset: int = 0,
     start_line: int = 0,
 ) -> Iterator[Batch]:
@@ -229,7 +203,7 @@ def read_batches(
     reader = CsvRecordReader(
         start_offset=start_offset, start_line=start_line, expected_fields=len(table.columns)
     )
-    builder = BatchBuilder(table, batch_rows=batch_rows, object_id=object_id, order_by=order_by)
+    builder = BatchBuilder(table, batch_rows=batch_rows, object_id=object_id, order_key=order_key)
     for chunk in chunks:
         yield from builder.add_items(reader.feed_items(chunk))
     yield from builder.add_items(reader.finish())

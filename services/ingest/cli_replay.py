@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import msgspec
 
-from services.ingest.loader import Loader
 from services.ingest.replay import replay
+from services.ingest.source import S3ObjectStore
 from shared.aws import AwsClients
 from shared.config import Settings
 from shared.db import connect, create_pool, migrate
@@ -23,7 +23,7 @@ async def run_replay(settings: Settings, tables: list[str] | None) -> int:
         async with AwsClients(settings.aws).s3() as s3:
             # departments and jobs first: cheap, and the metrics join on them
             order = [t for t in ("departments", "jobs", "hired_employees") if t in (tables or list(TABLES))]
-            reports = await replay(pool, Loader(pool, s3), s3, settings.bucket, order)
+            reports = await replay(pool, S3ObjectStore(s3), s3, settings.bucket, order)
     finally:
         await pool.close()
     for report in reports:

@@ -1,32 +1,68 @@
-"""The SQS side of the consumer: long-poll, hand each message to the loader, delete after commit.
+"""The SQS loop only: receive, keep invisible, hand each event to the handler, delete or hand back.
 
-A message is deleted only once every object it names is applied (or failed for good). While a
-file is being applied its message's visibility is extended, so no other consumer sees it. A
-message that cannot be decoded, or whose file keeps failing, is left to come back and reaches the
-dead-letter queue through the queue's redrive policy.
+A message is deleted only once every object it names is applied (or failed for good, or ignored).
+While a file is applied its message's visibility is extended, so no other consumer sees it.
+
+Poison is decided from the ledger (services/ingest/ledger.py), not from receive counts: a message
+that reaches the queue's maxReceiveCount while its file is still alive is refreshed (sent again as
+a new message, delayed by the visibility timeout, and the old one deleted), so an attempt that made
+progress, or a duplicate delivery waiting for a busy worker, never lands in the dead-letter queue.
+Only undecodable messages reach it through the redrive policy (and refreshed messages past
+`max_refreshes`, a backstop).
+
+While the database cannot be reached the consumer stops receiving (each receive would count
+against the message), and resumes once a probe succeeds.
+
+On stop it receives nothing more: the long poll in flight is let finish (a poll cancelled on our
+side stays open on the server, which would hand it the messages given back), what it returns is
+given back at once, files in flight get `drain_seconds` to finish, and the rest are given back.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+from typing import Protocol
 
+import asyncpg
 import msgspec
 import structlog
 from opentelemetry import trace
 
-from services.ingest.events import ObjectEvent, TestEvent, Undecodable, decode_message, is_object_created
-from services.ingest.loader import Loader, Outcome
+from services.ingest.events import ObjectEvent, TestEvent, Undecodable, decode_message
+from services.ingest.handler import FileOutcome, OutcomeKind
+from services.ingest.ports import MessageQueue, QueueMessage
 from services.ingest.telemetry import IngestTelemetry
-from shared.dictionary import is_csv_key
 from shared.telemetry import current_trace_id
 
 log = structlog.get_logger("ingest.consumer")
 
+REFRESHES_ATTRIBUTE = "hiring-refreshes"
+# Errors that mean the database is out of reach (not a fault of the message).
+DATABASE_DOWN = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+)
+
 
 class _LookAgainLater(Exception):
     pass
+
+
+class Handler(Protocol):
+    async def handle(self, event: ObjectEvent, *, trace_id: str | None = None) -> FileOutcome: ...
+
+    async def record_event(
+        self,
+        message_id: str | None,
+        event: ObjectEvent | None,
+        outcome: FileOutcome | str,
+        detail: str | None,
+    ) -> None: ...
+
+    async def ping(self) -> None: ...
 
 
 class ConsumerOptions(msgspec.Struct, frozen=True):
@@ -35,179 +71,235 @@ class ConsumerOptions(msgspec.Struct, frozen=True):
     max_messages: int = 10
     visibility_timeout: int = 60  # what each extension asks for; extended every third of it
     retry_delay: int = 5  # seconds before a failed message is seen again (times its receive count)
-    drain_seconds: float = 20.0  # on SIGTERM, time given to in-flight files before handing them back
+    drain_seconds: float = 20.0  # on stop, time given to in-flight files before handing them back
+    max_refreshes: int = 20  # backstop: refreshes of one message before the redrive policy may take it
+    probe_seconds: float = 2.0  # while the database is down: time between probes
 
 
 class Consumer:
     def __init__(
         self,
-        sqs: Any,
-        queue_url: str,
-        loader: Loader,
+        queue: MessageQueue,
+        handler: Handler,
         options: ConsumerOptions | None = None,
         telemetry: IngestTelemetry | None = None,
     ) -> None:
-        self._sqs = sqs
-        self._queue_url = queue_url
-        self._queue_name = queue_url.rstrip("/").rsplit("/", 1)[-1]
-        self._tel = telemetry or IngestTelemetry()
-        self._loader = loader
+        self._queue = queue
+        self._handler = handler
         self._opts = options or ConsumerOptions()
+        self._tel = telemetry or IngestTelemetry()
         self._slots = asyncio.Semaphore(self._opts.concurrency)
         self._inflight: set[asyncio.Task[None]] = set()
+        self._database_down = False
 
     async def run(self, stop: asyncio.Event) -> None:
-        log.info("consumer started", queue=self._queue_url, concurrency=self._opts.concurrency)
+        log.info("consumer started", queue=self._queue.name, concurrency=self._opts.concurrency)
         while not stop.is_set():
-            await self._slots.acquire()
-            free = 1
-            while free < self._opts.max_messages and not self._slots.locked():
-                await self._slots.acquire()
-                free += 1
-            receive: trace.SpanContext | None = None
-            try:
-                with self._tel.receiving(self._queue_name) as receiving:
-                    receive = receiving.get_span_context()
-                    messages = await self._receive(stop, free)
-                    self._tel.received(receiving, messages)
-            except Exception as exc:
-                log.error("receive failed", error=str(exc))
-                messages = []
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), 2)
-            for _ in range(free - len(messages)):
-                self._slots.release()
+            free = await self._take_slots(stop)
+            if free == 0:
+                break
+            if self._database_down and not await self._wait_for_database(stop):
+                self._give_slots(free)
+                break
+            poll = asyncio.ensure_future(self._receive(free))
+            stopped = asyncio.ensure_future(stop.wait())
+            await asyncio.wait({poll, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            stopped.cancel()
+            if not poll.done():
+                # Stopping: drain while the poll runs out; give back whatever it returns.
+                draining = asyncio.ensure_future(self._wait_inflight())
+                late, _ = await poll
+                await self._hand_back_all(late)
+                self._give_slots(free)
+                await draining
+                break
+            messages, receive = poll.result()
+            self._give_slots(free - len(messages))
             for message in messages:
                 task = asyncio.create_task(self._process(message, receive))
                 self._inflight.add(task)
                 task.add_done_callback(self._done)
-        await self._drain()
+        await self._wait_inflight()
+        await self._hand_back_pending()
         log.info("consumer stopped")
+
+    # ---- slots and polls --------------------------------------------------------------------
+
+    async def _take_slots(self, stop: asyncio.Event) -> int:
+        """At least one free slot (0 if stopped meanwhile), and any others free right now."""
+        acquire = asyncio.ensure_future(self._slots.acquire())
+        stopped = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({acquire, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        if not acquire.done():
+            acquire.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await acquire
+            return 0
+        free = 1
+        while free < self._opts.max_messages and not self._slots.locked():
+            await self._slots.acquire()
+            free += 1
+        return free
+
+    def _give_slots(self, n: int) -> None:
+        for _ in range(n):
+            self._slots.release()
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._inflight.discard(task)
         self._slots.release()
 
-    async def _receive(self, stop: asyncio.Event, count: int) -> list[dict[str, Any]]:
-        receive = asyncio.ensure_future(
-            self._sqs.receive_message(
-                QueueUrl=self._queue_url,
-                MaxNumberOfMessages=count,
-                WaitTimeSeconds=self._opts.wait_seconds,
-                VisibilityTimeout=self._opts.visibility_timeout,
-                MessageSystemAttributeNames=["ApproximateReceiveCount"],
-            )
-        )
-        stopped = asyncio.ensure_future(stop.wait())
-        await asyncio.wait({receive, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        stopped.cancel()
-        if not receive.done():
-            receive.cancel()  # anything SQS had sent becomes visible again after its timeout
-            with contextlib.suppress(asyncio.CancelledError):
-                await receive
-            return []
-        return list(receive.result().get("Messages", []))
+    async def _receive(self, count: int) -> tuple[list[QueueMessage], trace.SpanContext | None]:
+        try:
+            with self._tel.receiving(self._queue.name) as span:
+                messages = await self._queue.receive(
+                    max_messages=count,
+                    wait_seconds=self._opts.wait_seconds,
+                    visibility_timeout=self._opts.visibility_timeout,
+                )
+                self._tel.received(span, len(messages))
+                return messages, span.get_span_context()
+        except Exception as exc:
+            log.error("receive failed", error=f"{type(exc).__name__}: {exc}")
+            await asyncio.sleep(2)
+            return [], None
 
-    async def _drain(self) -> None:
-        if not self._inflight:
-            return
-        log.info("draining", inflight=len(self._inflight), seconds=self._opts.drain_seconds)
-        _, pending = await asyncio.wait(set(self._inflight), timeout=self._opts.drain_seconds)
+    async def _wait_for_database(self, stop: asyncio.Event) -> bool:
+        """Probe until the database answers; False if stopped meanwhile."""
+        while not stop.is_set():
+            try:
+                await self._handler.ping()
+            except Exception as exc:
+                log.warning("database unreachable; not receiving", error=f"{type(exc).__name__}: {exc}")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self._opts.probe_seconds)
+            else:
+                log.info("database reachable again; receiving")
+                self._database_down = False
+                return True
+        return False
+
+    async def _wait_inflight(self) -> None:
+        if self._inflight:
+            log.info("draining", inflight=len(self._inflight), seconds=self._opts.drain_seconds)
+            await asyncio.wait(set(self._inflight), timeout=self._opts.drain_seconds)
+
+    async def _hand_back_pending(self) -> None:
+        pending = set(self._inflight)
         for task in pending:
-            task.cancel()  # _handle hands its message back to the queue
+            task.cancel()  # _handle gives its message back to the queue
         if pending:
             await asyncio.wait(pending)
 
-    async def _process(self, message: dict[str, Any], receive: trace.SpanContext | None) -> None:
-        receives = int(message.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
-        with self._tel.processing(self._queue_name, message, receives, receive):
+    async def _hand_back_all(self, messages: list[QueueMessage]) -> None:
+        for message in messages:
+            log.info("handing message back", message_id=message.message_id)
+            with contextlib.suppress(Exception):
+                await self._queue.set_visibility(message.receipt, 0)
+
+    # ---- one message ------------------------------------------------------------------------
+
+    async def _process(self, message: QueueMessage, receive: trace.SpanContext | None) -> None:
+        with (
+            self._tel.processing(self._queue.name, message, receive),
+            structlog.contextvars.bound_contextvars(
+                message_id=message.message_id, receive_count=message.receive_count
+            ),
+        ):
             await self._handle(message)
 
-    async def _handle(self, message: dict[str, Any]) -> None:
-        receipt = message["ReceiptHandle"]
-        message_id = message.get("MessageId")
-        receives = int(message.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
-        bound = log.bind(message_id=message_id, receive_count=receives)
-        heartbeat = asyncio.create_task(self._keep_invisible(receipt))
+    async def _handle(self, message: QueueMessage) -> None:
+        receipt: str | None = message.receipt
+        heartbeat = asyncio.create_task(self._keep_invisible(message.receipt))
         try:
-            decoded = decode_message(message.get("Body", ""))
+            decoded = decode_message(message.body)
             if isinstance(decoded, TestEvent):
-                bound.info("s3 test event ignored")
-                await self._delete(receipt)
+                log.info("s3 test event ignored")
+                await self._queue.delete(message.receipt)
                 return
             if isinstance(decoded, Undecodable):
                 # Leave it: the redrive policy moves it to the dead-letter queue after a few receives.
-                bound.warning(
-                    "undecodable message", reason=decoded.reason, body=str(message.get("Body", ""))[:200]
-                )
-                await self._loader.record_event(message_id, None, None, "undecodable", decoded.reason)
-                self._tel.message_left("undecodable", receives)
-                await self._retry_later(receipt, receives)
+                log.warning("undecodable message", reason=decoded.reason, body=message.body[:200])
+                await self._handler.record_event(message.message_id, None, "undecodable", decoded.reason)
+                self._tel.message_left("undecodable", message.receive_count)
+                await self._retry_later(message.receipt, message.receive_count)
                 return
+            if self._at_redrive_limit(message):
+                heartbeat.cancel()
+                await self._refresh(message)
+                receipt = None
             for event in decoded:
                 with self._tel.object_span(
-                    self._queue_name, event, separate=len(decoded) > 1, benign=(_LookAgainLater,)
+                    self._queue.name, event, separate=len(decoded) > 1, benign=(_LookAgainLater,)
                 ):
-                    await self._apply(bound, message_id, event)
-            await self._delete(receipt)
+                    await self._apply(message, event)
+            if receipt is not None:
+                await self._queue.delete(receipt)
         except _LookAgainLater as busy:
-            bound.info("message postponed", reason=str(busy), seconds=self._opts.visibility_timeout)
-            with contextlib.suppress(Exception):
-                await self._set_visibility(receipt, self._opts.visibility_timeout)
+            if receipt is not None:
+                log.info("message postponed", reason=str(busy), seconds=self._opts.visibility_timeout)
+                with contextlib.suppress(Exception):
+                    await self._queue.set_visibility(receipt, self._opts.visibility_timeout)
         except asyncio.CancelledError:
-            bound.info("handing message back")
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self._set_visibility(receipt, 0))
+            if receipt is not None:
+                log.info("handing message back")
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self._queue.set_visibility(receipt, 0))
             raise
         except Exception as exc:
-            bound.error(
-                "message failed; it will be retried", error=f"{type(exc).__name__}: {exc}", exc_info=True
+            down = isinstance(exc, DATABASE_DOWN)
+            if down:
+                self._database_down = True
+            log.error(
+                "message failed; it will be retried",
+                error=f"{type(exc).__name__}: {exc}",
+                database_down=down,
+                exc_info=not down,
             )
-            self._tel.message_left("error", receives, exc)
-            with contextlib.suppress(Exception):
-                await self._retry_later(receipt, receives)
+            self._tel.message_left("error", message.receive_count, exc)
+            if receipt is not None:
+                with contextlib.suppress(Exception):
+                    await self._retry_later(receipt, message.receive_count)
         finally:
             heartbeat.cancel()
 
-    async def _apply(self, bound: Any, message_id: str | None, event: ObjectEvent) -> None:
-        ev_log = bound.bind(bucket=event.bucket, key=event.key)
-        if not is_object_created(event):
-            ev_log.info("event ignored: not an object creation", event_name=event.event_name)
-            await self._loader.record_event(message_id, event, None, "ignored", f"event {event.event_name}")
-            return
-        if not is_csv_key(event.key):
-            ev_log.info("event ignored: not a .csv key")
-            await self._loader.record_event(message_id, event, None, "ignored", "not a .csv key")
-            return
-        result = await self._loader.ingest(event, trace_id=current_trace_id())
-        self._tel.object_done(event, result)
-        await self._loader.record_event(
-            message_id, event, result.object_id, result.outcome.value, result.detail
-        )
-        if result.outcome is Outcome.BUSY:
+    async def _apply(self, message: QueueMessage, event: ObjectEvent) -> None:
+        outcome = await self._handler.handle(event, trace_id=current_trace_id())
+        self._tel.object_done(outcome)
+        await self._handler.record_event(message.message_id, event, outcome, outcome.detail)
+        if outcome.kind is OutcomeKind.BUSY:
             # Keep the message until that worker has committed: if it dies, this one finishes the file.
-            raise _LookAgainLater(f"object {result.object_id} is being applied by another worker")
-        if result.outcome is Outcome.FAILED:
-            ev_log.error("object failed", object_id=result.object_id, reason=result.detail)
-        elif result.outcome is not Outcome.LOADED:
-            ev_log.info(f"object {result.outcome.value}", object_id=result.object_id)
+            raise _LookAgainLater(f"object {outcome.object_id} is being applied by another worker")
+
+    def _at_redrive_limit(self, message: QueueMessage) -> bool:
+        """The next receive of this message would move it to the dead-letter queue."""
+        limit = self._queue.max_receive_count
+        refreshes = int(message.attributes.get(REFRESHES_ATTRIBUTE, "0") or 0)
+        return limit is not None and message.receive_count >= limit and refreshes < self._opts.max_refreshes
+
+    async def _refresh(self, message: QueueMessage) -> None:
+        """Send the message again as a new one (delayed: this worker is on it) and delete this one.
+
+        If this worker dies, the copy comes back after the delay and its file resumes from the
+        ledger's checkpoint; if it finishes, the copy is a duplicate delivery."""
+        refreshes = int(message.attributes.get(REFRESHES_ATTRIBUTE, "0") or 0) + 1
+        await self._queue.send(
+            message.body,
+            delay_seconds=min(self._opts.visibility_timeout, 900),
+            attributes={REFRESHES_ATTRIBUTE: str(refreshes)},
+        )
+        await self._queue.delete(message.receipt)
+        log.info("message refreshed", refreshes=refreshes, receive_count=message.receive_count)
 
     async def _keep_invisible(self, receipt: str) -> None:
         period = max(1.0, self._opts.visibility_timeout / 3)
         while True:
             await asyncio.sleep(period)
             try:
-                await self._set_visibility(receipt, self._opts.visibility_timeout)
+                await self._queue.set_visibility(receipt, self._opts.visibility_timeout)
             except Exception as exc:  # keep trying: the next period may succeed
                 log.warning("visibility extension failed", error=str(exc))
 
     async def _retry_later(self, receipt: str, receives: int) -> None:
-        await self._set_visibility(receipt, min(self._opts.retry_delay * receives, 900))
-
-    async def _set_visibility(self, receipt: str, seconds: int) -> None:
-        await self._sqs.change_message_visibility(
-            QueueUrl=self._queue_url, ReceiptHandle=receipt, VisibilityTimeout=seconds
-        )
-
-    async def _delete(self, receipt: str) -> None:
-        await self._sqs.delete_message(QueueUrl=self._queue_url, ReceiptHandle=receipt)
+        await self._queue.set_visibility(receipt, min(self._opts.retry_delay * receives, 900))

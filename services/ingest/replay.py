@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING
 
 import asyncpg
 import msgspec
@@ -18,8 +18,14 @@ import structlog
 
 from services.ingest import sql
 from services.ingest.events import ObjectEvent
-from services.ingest.loader import Loader, ObjectGone, Outcome
+from services.ingest.handler import BACKUP_PREFIX
+from services.ingest.ledger import Ledger, Registered
+from services.ingest.load import FileLoad, LoadOptions
+from services.ingest.ports import ObjectGone, ObjectStore, ObjectVersion
 from shared.dictionary import TABLES, is_csv_key, table_for_key
+
+if TYPE_CHECKING:
+    from types_aiobotocore_s3 import S3Client
 
 log = structlog.get_logger("ingest.replay")
 
@@ -34,13 +40,13 @@ class ReplayReport(msgspec.Struct):
     rows_after: int = 0
 
 
-async def _bucket_versions(s3: Any, bucket: str) -> list[ObjectEvent]:
+async def _bucket_versions(s3: S3Client, bucket: str) -> list[ObjectEvent]:
     """Every version of every CSV object in the bucket, as the event that created it would say."""
     found: list[ObjectEvent] = []
     paginator = s3.get_paginator("list_object_versions")
     async for page in paginator.paginate(Bucket=bucket):
         for v in page.get("Versions", []):
-            if not is_csv_key(v["Key"]):
+            if not is_csv_key(v["Key"]) or v["Key"].startswith(BACKUP_PREFIX):
                 continue
             vid = v.get("VersionId")
             found.append(
@@ -59,18 +65,29 @@ async def _bucket_versions(s3: Any, bucket: str) -> list[ObjectEvent]:
 
 
 async def replay(
-    pool: asyncpg.Pool, loader: Loader, s3: Any, bucket: str, tables: Sequence[str]
+    pool: asyncpg.Pool,
+    store: ObjectStore,
+    s3: S3Client,
+    bucket: str,
+    tables: Sequence[str],
+    options: LoadOptions | None = None,
 ) -> list[ReplayReport]:
     events = await _bucket_versions(s3, bucket)
+    ledger = Ledger(pool)
     reports = []
     for name in tables:
         mine = [e for e in events if table_for_key(e.key) == name]
-        reports.append(await _replay_table(pool, loader, name, mine))
+        reports.append(await _replay_table(pool, ledger, store, name, mine, options or LoadOptions()))
     return reports
 
 
 async def _replay_table(
-    pool: asyncpg.Pool, loader: Loader, name: str, events: list[ObjectEvent]
+    pool: asyncpg.Pool,
+    ledger: Ledger,
+    store: ObjectStore,
+    name: str,
+    events: list[ObjectEvent],
+    options: LoadOptions,
 ) -> ReplayReport:
     table = TABLES[name]
     shadow = f"{name}__replay"
@@ -81,30 +98,42 @@ async def _replay_table(
             report.rows_before = int(await lock_conn.fetchval(sql.count_rows(name)))
             for statement in sql.create_shadow(name, shadow):
                 await lock_conn.execute(statement)
-            plan: list[tuple[str, int, Any, ObjectEvent]] = []
+            plan: list[tuple[Registered, ObjectVersion]] = []
             for ev in events:
                 try:
-                    resolved = await loader.resolve(ev)
+                    version = await store.resolve(ev)
                 except ObjectGone as exc:
                     log.warning("version unreadable, skipped", key=ev.key, reason=str(exc))
                     report.failed += 1
                     continue
-                registered = await loader.register(ev, resolved, name)
-                plan.append((registered.order_key, registered.object_id, resolved, ev))
-            plan.sort(key=lambda p: p[0])
-            for _, object_id, resolved, ev in plan:
-                result = await loader.apply(
-                    object_id, ev.bucket, ev.key, resolved, table, target=shadow, replaying=True
-                )
+                plan.append((await ledger.register(ev, version, name), version))
+            plan.sort(key=lambda p: p[0].order_key)
+            for registered, version in plan:
                 report.objects += 1
-                if result.outcome is Outcome.LOADED:
-                    report.rows_loaded += result.rows_loaded
-                    report.rows_rejected += result.rows_rejected
-                else:
-                    report.failed += 1
-                    log.warning(
-                        "version not applied", key=ev.key, outcome=result.outcome.value, detail=result.detail
+                async with ledger.hold(registered.object_id, name, table_held=True) as held:
+                    if held is None:
+                        report.failed += 1
+                        log.warning("version busy, not applied", key=version.key)
+                        continue
+                    await held.reset()
+                    load = FileLoad(
+                        held=held,
+                        store=store,
+                        version=version,
+                        table=table,
+                        checkpoint=await held.checkpoint(),
+                        target=shadow,
+                        options=options,
                     )
+                    try:
+                        result = await load.run()
+                    except ObjectGone as exc:
+                        await held.fail(str(exc))
+                        report.failed += 1
+                        log.warning("version not applied", key=version.key, detail=str(exc))
+                        continue
+                report.rows_loaded += result.rows_loaded
+                report.rows_rejected += result.rows_rejected
             async with lock_conn.transaction():
                 # The swap: one transaction, so a reader sees the old table or the new one, never neither.
                 for statement in sql.swap_in_shadow(name, shadow):

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
 import structlog
 from opentelemetry import trace
@@ -28,7 +28,10 @@ from shared.telemetry import Telemetry, parse_traceparent
 
 if TYPE_CHECKING:
     from services.ingest.batches import Batch
-    from services.ingest.loader import Result
+    from services.ingest.handler import FileOutcome
+    from services.ingest.ports import QueueMessage
+
+log = structlog.get_logger("ingest")
 
 SCOPE: Final = "hiring.ingest"
 _BATCH_SECONDS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -105,20 +108,20 @@ class IngestTelemetry:
             yield span
 
     @staticmethod
-    def received(span: trace.Span, messages: list[dict[str, Any]]) -> None:
-        span.set_attribute("messaging.batch.message_count", len(messages))
+    def received(span: trace.Span, count: int) -> None:
+        span.set_attribute("messaging.batch.message_count", count)
 
     @contextlib.contextmanager
     def processing(
-        self, queue: str, message: Mapping[str, Any], receives: int, receive: trace.SpanContext | None
+        self, queue: str, message: QueueMessage, receive: trace.SpanContext | None
     ) -> Iterator[trace.Span]:
         """The span of one message (and of its file: S3 sends one record per message): a new trace."""
         attributes: dict[str, str | int] = {
             **_messaging(queue, "process", "process"),
-            "hiring.sqs.receive_count": receives,
+            "hiring.sqs.receive_count": message.receive_count,
         }
-        if message.get("MessageId"):
-            attributes["messaging.message.id"] = str(message["MessageId"])
+        if message.message_id:
+            attributes["messaging.message.id"] = message.message_id
         links = (
             [Link(receive, {"hiring.link": "receive"})] if receive is not None and receive.is_valid else []
         )
@@ -179,46 +182,55 @@ class IngestTelemetry:
                 _fail(span, exc)
                 self.files_failed.add(1, {"table": table or "unknown", "error.type": type(exc).__name__})
                 raise
-            finally:
-                structlog.contextvars.unbind_contextvars("upload_id")
 
-    def object_resolved(self, version: str, metadata: Mapping[str, str]) -> None:
-        """The object's version and metadata are known: link the file's span to the upload's trace."""
+    def object_done(self, outcome: FileOutcome) -> None:
+        """One file's outcome: the span's attributes and links, the metrics, the log line."""
         span = trace.get_current_span()
-        span.set_attribute("hiring.object.version", version)
-        upload_id = metadata.get("upload-id")
-        if upload_id:
-            span.set_attribute("hiring.upload.id", upload_id)
-            structlog.contextvars.bind_contextvars(upload_id=upload_id)
-        linked = parse_traceparent(metadata.get("traceparent"))
-        if linked is not None:
-            span.add_link(linked, {"hiring.link": "upload"})
-            span.set_attribute("hiring.upload.trace_id", trace.format_trace_id(linked.trace_id))
-
-    def object_done(self, event: ObjectEvent, result: Result) -> None:
-        span = trace.get_current_span()
-        table = table_for_key(event.key) or "unknown"
-        outcome = result.outcome.value
-        span.set_attribute("hiring.outcome", outcome)
-        if result.object_id is not None:
-            span.set_attribute("hiring.object.id", result.object_id)
+        table = outcome.table or "unknown"
+        kind = outcome.kind.value
+        span.set_attribute("hiring.outcome", kind)
+        if outcome.object_id is not None:
+            span.set_attribute("hiring.object.id", outcome.object_id)
+        if outcome.version is not None:
+            span.set_attribute("hiring.object.version", outcome.version.version)
+            if outcome.upload_id:
+                span.set_attribute("hiring.upload.id", outcome.upload_id)
+            linked = parse_traceparent(outcome.version.metadata.get("traceparent"))
+            if linked is not None:
+                span.add_link(linked, {"hiring.link": "upload"})
+                span.set_attribute("hiring.upload.trace_id", trace.format_trace_id(linked.trace_id))
         span.set_attributes(
             {
-                "hiring.rows.loaded": result.rows_loaded,
-                "hiring.rows.rejected": result.rows_rejected,
-                "hiring.batches": result.batches,
+                "hiring.rows.loaded": outcome.rows_loaded,
+                "hiring.rows.rejected": outcome.rows_rejected,
+                "hiring.batches": outcome.batches,
             }
         )
-        if outcome == "loaded":
-            self.files_processed.add(1, {"table": table, "outcome": outcome})
-            lag = (datetime.now(UTC) - event.event_time).total_seconds()
+        fields = {"object_id": outcome.object_id, "upload_id": outcome.upload_id, "table": outcome.table}
+        if kind == "loaded":
+            self.files_processed.add(1, {"table": table, "outcome": kind})
+            lag = (datetime.now(UTC) - outcome.event.event_time).total_seconds()
             self.lag.record(max(lag, 0.0), {"table": table})
-        elif outcome == "duplicate":
-            self.files_processed.add(1, {"table": table, "outcome": outcome})
-        elif outcome == "failed":
-            span.set_status(Status(StatusCode.ERROR, (result.detail or "failed")[:500]))
+            log.info(
+                "object loaded",
+                **fields,
+                rows_loaded=outcome.rows_loaded,
+                rows_rejected=outcome.rows_rejected,
+                batches=outcome.batches,
+                seconds=round(outcome.seconds, 3),
+            )
+        elif kind == "duplicate":
+            self.files_processed.add(1, {"table": table, "outcome": kind})
+            log.info("object duplicate", **fields)
+        elif kind == "failed":
+            span.set_status(Status(StatusCode.ERROR, (outcome.detail or "failed")[:500]))
             span.set_attribute("error.type", "object_failed")
             self.files_failed.add(1, {"table": table, "error.type": "object_failed"})
+            log.error("object failed", **fields, reason=outcome.detail)
+        elif kind == "ignored":
+            log.info("event ignored", reason=outcome.detail, event_name=outcome.event.event_name)
+        else:
+            log.info(f"object {kind}", **fields)
 
     # ---- one batch --------------------------------------------------------------------------
 

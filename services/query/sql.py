@@ -5,13 +5,16 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import asyncpg
 import msgspec
 
 from services.query.metrics import PairHires
 from services.query.schemas import ReasonCount, Reject
+
+if TYPE_CHECKING:
+    from shared.db import DbConnection
 
 
 class YearData(msgspec.Struct, frozen=True):
@@ -65,7 +68,7 @@ SELECT EXISTS (
 """
 
 
-async def read_year(conn: asyncpg.Connection, year: int) -> YearData:
+async def read_year(conn: DbConnection, year: int) -> YearData:
     """The year's (department, job) aggregates and the department count, read under one snapshot."""
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         snapshot: str = await conn.fetchval(_SNAPSHOT)
