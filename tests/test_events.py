@@ -17,7 +17,6 @@ from services.ingest.events import (
     decode_message,
     event_kind,
     is_object_created,
-    order_key,
 )
 
 # As documented by AWS (event structure version 2.1), from a versioned bucket.
@@ -150,14 +149,6 @@ def test_event_kinds(name: str, kind: EventKind, marker: bool) -> None:
     assert is_object_created(ev) is (kind is EventKind.CREATED)
     assert ev.delete_marker is marker
     assert ev.etag is None
-
-
-def test_order_key_sorts_by_time_then_sequencer() -> None:
-    t1 = datetime(2021, 1, 1, 0, 0, 0, 1000, tzinfo=UTC)
-    t2 = datetime(2021, 1, 1, 0, 0, 0, 2000, tzinfo=UTC)
-    assert order_key(t1, None, "z", "v") < order_key(t2, None, "a", "v")
-    # same millisecond: S3's sequencer decides; shorter ones are left-padded before comparing
-    assert order_key(t1, "FF", "k", "v") < order_key(t1, "0100", "k", "v")
 
 
 def test_several_records_in_one_message() -> None:

@@ -274,14 +274,3 @@ def _utc(when: datetime) -> datetime:
 
 def _etag(value: str | None) -> str | None:
     return value.strip('"') or None if value else None
-
-
-def order_key(event_time: datetime, sequencer: str | None, key: str, version: str) -> str:
-    """A text key that sorts object versions in upload order.
-
-    The event time (millisecond precision in S3) comes first; S3's sequencer orders events on
-    the same key within the same millisecond (compared as hex after left-padding, per AWS docs);
-    key and version make the order total and deterministic.
-    """
-    stamp = event_time.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    return f"{stamp}|{(sequencer or '').upper().rjust(32, '0')}|{key}|{version}"

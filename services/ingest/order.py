@@ -10,7 +10,7 @@ each transaction's snapshot can see.
 The key sorts by the S3 event time (milliseconds in S3 and emulators; microseconds kept when
 given), then S3's sequencer (which orders events on the same key: compared as hex after
 left-padding), then a hash of key and version that makes the order total and deterministic. It
-holds only `[0-9A-Z.T]`, so it travels in COPY text unescaped. shared/migrations/004 has its SQL
+holds only letters, digits and dots, so it travels in COPY text unescaped. shared/migrations/004 has its SQL
 twin, used once to rewrite the keys of existing ledger rows.
 """
 

@@ -385,7 +385,7 @@ async def reject_reasons(conn: asyncpg.Connection | asyncpg.Pool, object_id: int
 
 
 async def reject_pages(
-    conn: asyncpg.Connection, object_id: int, offset: int, limit: int | None, page: int = 5000
+    conn: DbConnection, object_id: int, offset: int, limit: int | None, page: int = 5000
 ) -> AsyncIterator[list[Reject]]:
     """The rejects from `offset` (at most `limit`), by line, in pages read through one cursor (the
     caller holds `conn` in a transaction)."""

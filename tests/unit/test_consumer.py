@@ -14,7 +14,7 @@ FAST = ConsumerOptions(
 )
 
 
-async def _until(check: Callable[[], bool], seconds: float = 10.0) -> None:
+async def _until(check: Callable[[], bool], seconds: float = 40.0) -> None:
     deadline = asyncio.get_running_loop().time() + seconds
     while not check():
         assert asyncio.get_running_loop().time() < deadline, "condition not reached"
