@@ -40,11 +40,10 @@ async def _waiting_on_a_lock(conn: asyncpg.Connection, pid: int) -> bool:
     return event == "Lock"
 
 
-async def test_an_earlier_merge_never_overwrites_a_later_file_committed_after_its_snapshot(
-    fresh: Stack,
-) -> None:
-    admin, earlier, later = (await fresh.connect() for _ in range(3))
-    admin, earlier, later = await admin, await earlier, await later
+async def test_an_earlier_merge_never_overwrites_a_later_commit_it_cannot_see(fresh: Stack) -> None:
+    admin = await fresh.connect()
+    earlier = await fresh.connect()
+    later = await fresh.connect()
     try:
         early_id, early_order = await _register(admin, "jobs/early.csv", T0)
         await earlier.execute(sql.create_stage(JOBS))
