@@ -180,6 +180,7 @@ async def check_projection(conn: asyncpg.Connection, max_diffs: int = 20) -> Pro
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         totals = await conn.fetchrow(_PROJECTION_TOTALS)
         rows = await conn.fetch(_PROJECTION_DIFF, max_diffs)
+    assert totals is not None  # an aggregate without GROUP BY: always one row
     return ProjectionReport(
         employees=totals["employees"],
         projected=int(totals["projected"]),
@@ -468,7 +469,7 @@ class KeyRow(msgspec.Struct, frozen=True):
 
 
 async def claim_key(
-    conn: asyncpg.Connection,
+    conn: DbConnection,
     key: str,
     digest: bytes,
     batch_id: uuid.UUID,
@@ -491,5 +492,5 @@ async def claim_key(
     return KeyRow(**dict(row))
 
 
-async def store_answer(conn: asyncpg.Connection, key: str, status: int, response: bytes) -> None:
+async def store_answer(conn: DbConnection, key: str, status: int, response: bytes) -> None:
     await conn.execute(_STORE_ANSWER, key, status, response)

@@ -11,9 +11,10 @@ import tempfile
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, Final, cast
+from typing import IO, TYPE_CHECKING, Any, Final, cast
 
-import asyncpg
+if TYPE_CHECKING:
+    from shared.db import DbConnection
 import fastavro
 import structlog
 
@@ -64,7 +65,7 @@ def _write_records(writer: fastavro.write.Writer, records: Sequence[Any]) -> Non
 
 
 async def _dump_table(
-    conn: asyncpg.Connection, table: Table, path: Path, order_key: str | None
+    conn: DbConnection, table: Table, path: Path, order_key: str | None
 ) -> manifest.TableEntry:
     schema = avro.schema(table)
     parsed = fastavro.parse_schema(schema)
@@ -97,7 +98,7 @@ async def _dump_table(
 
 
 async def write_backup(
-    conn: asyncpg.Connection,
+    conn: DbConnection,
     s3: Any,
     target: Location,
     tables: Sequence[str] | None = None,
