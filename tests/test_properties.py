@@ -215,4 +215,4 @@ def test_property_the_fast_pattern_takes_only_valid_lines(table: Table, fields: 
     m = fast_lines_pattern(table).match(line + eol)
     if m is not None and m.end() == len(line) + len(eol):
         values = validate_fields(table, fields)  # raises if the fast path let an invalid line through
-        assert decode_copy(table, (line + ",3,1\n").encode())[0][:-2] == values
+        assert decode_copy(table, (line + ",3,1,\n").encode())[0][:-2] == values
