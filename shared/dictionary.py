@@ -71,6 +71,14 @@ def is_csv_key(key: str) -> bool:
     return key.lower().endswith(".csv")
 
 
+# Keys under this prefix of the raw bucket hold backups (CONTRACT §6): never ingested, never replayed.
+BACKUP_PREFIX: Final = "backups/"
+
+
+def is_backup_key(key: str) -> bool:
+    return key.startswith(BACKUP_PREFIX)
+
+
 def is_gzip_key(key: str) -> bool:
     return key.lower().endswith(".gz")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
+from services.ingest.ledger import Ledger
 from services.ingest.replay import replay
 from services.ingest.source import S3ObjectStore
 from shared.aws import AwsClients
@@ -23,7 +24,7 @@ async def run_replay(settings: Settings, tables: list[str] | None) -> int:
         async with AwsClients(settings.aws).s3() as s3:
             # departments and jobs first: cheap, and the metrics join on them
             order = [t for t in ("departments", "jobs", "hired_employees") if t in (tables or list(TABLES))]
-            reports = await replay(pool, S3ObjectStore(s3), s3, settings.bucket, order)
+            reports = await replay(Ledger(pool), S3ObjectStore(s3), settings.bucket, order)
     finally:
         await pool.close()
     for report in reports:

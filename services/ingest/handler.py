@@ -14,16 +14,14 @@ import uuid
 import msgspec
 import structlog
 
-from services.ingest.events import ObjectEvent, is_object_created
+from services.ingest.events import EventKind, ObjectEvent
 from services.ingest.ledger import Held, Ledger, Status
 from services.ingest.load import BatchObserver, FileLoad, LoadOptions, _unobserved
 from services.ingest.ports import ObjectGone, ObjectKind, ObjectStore, ObjectVersion
-from shared.dictionary import TABLES, is_csv_key, table_for_key
+from services.ingest.replay import replay_table
+from shared.dictionary import TABLES, is_backup_key, is_csv_key, table_for_key
 
 log = structlog.get_logger("ingest.handler")
-
-# Keys under this prefix hold backups (CONTRACT §6): never ingested.
-BACKUP_PREFIX = "backups/"
 
 
 class OutcomeKind(enum.StrEnum):
@@ -32,6 +30,7 @@ class OutcomeKind(enum.StrEnum):
     BUSY = "busy"  # another worker holds this version right now: look again later
     FAILED = "failed"  # cannot ever be applied (unreadable, gone, no table, gave up): in the ledger
     IGNORED = "ignored"  # not ours to apply (another bucket, not a CSV key, a backup, ...)
+    RETRACTED = "retracted"  # an object removed: its versions retracted, its table rebuilt
 
 
 class FileOutcome(msgspec.Struct, frozen=True):
@@ -84,9 +83,9 @@ class ObjectHandler:
         """Why this event is not ours to apply, or None."""
         if self.options.raw_bucket is not None and event.bucket != self.options.raw_bucket:
             return f"bucket {event.bucket!r} is not the raw bucket {self.options.raw_bucket!r}"
-        if not is_object_created(event):
+        if event.kind is EventKind.OTHER:
             return f"event {event.event_name}"
-        if event.key.startswith(BACKUP_PREFIX):
+        if is_backup_key(event.key):
             return "a backup, not an upload"
         if not is_csv_key(event.key):
             return "not a .csv key"
@@ -113,6 +112,8 @@ class ObjectHandler:
         """Apply the object version an event names, exactly once."""
         if (why := self.ignored_because(event)) is not None:
             return FileOutcome(OutcomeKind.IGNORED, event, None, detail=why)
+        if event.kind is EventKind.REMOVED:
+            return await self.retract(event)
         table = table_for_key(event.key)
         try:
             version = await self.store.resolve(event)
@@ -173,6 +174,32 @@ class ObjectHandler:
                 batches=result.batches,
                 seconds=result.seconds,
             )
+
+    async def retract(self, event: ObjectEvent) -> FileOutcome:
+        """An object removed (a version deleted, or a delete marker): what its versions contributed
+        is undone. The versions of the key the bucket no longer shows are marked retracted, then
+        the table is rebuilt from the versions it does show, in upload order (the replay path): each
+        id they wrote returns to the latest remaining upload's value, or disappears. A removal whose
+        versions are already retracted changes nothing (a duplicate delivery)."""
+        table = table_for_key(event.key)
+        if table is None:
+            return FileOutcome(OutcomeKind.IGNORED, event, None, detail=no_table_reason(event.key))
+        shown = [
+            v.version_id
+            for v in await self.store.visible_versions(event.bucket, event.key)
+            if v.key == event.key
+        ]
+        retracted = await self.ledger.missing(event.bucket, event.key, shown)
+        if not retracted:
+            return FileOutcome(OutcomeKind.DUPLICATE, event, table, detail="nothing left to retract")
+        # the rebuild marks the loaded ones retracted in its swap's transaction: status and rows agree
+        report = await replay_table(self.ledger, self.store, event.bucket, table, self.options.load)
+        await self.ledger.missing(event.bucket, event.key, shown, retract=True)  # failed/unfinished ones
+        detail = (
+            f"retracted ledger rows {', '.join(map(str, retracted))}; {table} rebuilt from"
+            f" {report.objects} object version(s): {report.rows_before} -> {report.rows_after} rows"
+        )
+        return FileOutcome(OutcomeKind.RETRACTED, event, table, retracted[0], detail=detail)
 
 
 async def _note_error(held: Held, exc: BaseException) -> None:

@@ -101,6 +101,28 @@ class Ledger:
     async def fail(self, object_id: int, reason: str) -> None:
         await self._pool.execute(sql.FAIL_OBJECT, object_id, reason)
 
+    @property
+    def pool(self) -> asyncpg.Pool:
+        return self._pool
+
+    async def missing(
+        self, bucket: str, key: str, shown: list[str | None], *, retract: bool = False
+    ) -> list[int]:
+        """The versions of `key` the bucket no longer shows and the ledger has not retracted yet
+        (`shown`: the version ids it still shows, None for an unversioned object); with
+        `retract`, they are marked retracted. Returns their ledger ids."""
+        ids = [v for v in shown if v is not None]
+        statement = sql.RETRACT_MISSING if retract else sql.MISSING_VERSIONS
+        rows = await self._pool.fetch(statement, bucket, key, ids, bool(shown))
+        return [int(r["id"]) for r in rows]
+
+    @staticmethod
+    async def retract_unlisted(conn: DbConnection, bucket: str, table: str, applied: list[int]) -> int:
+        """After a replay of `table`, in its swap's transaction (`conn`): its loaded versions that
+        were not applied (the bucket no longer shows them) are retracted."""
+        done = await conn.execute(sql.RETRACT_UNLISTED, bucket, table, applied)
+        return int(done.split()[-1])
+
     async def ping(self) -> None:
         await self._pool.fetchval(sql.PING, timeout=5)
 

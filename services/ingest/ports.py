@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Protocol
 
 import msgspec
@@ -68,9 +69,24 @@ class ObjectGone(Exception):
     """The object version named by an event cannot be read (deleted, or access denied)."""
 
 
+class ListedVersion(msgspec.Struct, frozen=True):
+    """One object version as the bucket's version listing shows it."""
+
+    bucket: str
+    key: str
+    version_id: str | None  # None in a bucket without versioning
+    etag: str | None
+    size: int | None
+    last_modified: datetime
+
+
 class ObjectStore(Protocol):
     async def resolve(self, event: ObjectEvent) -> ObjectVersion:
         """The exact version the event is about. Raises ObjectGone."""
 
     def read(self, version: ObjectVersion, offset: int) -> AsyncIterator[bytes]:
         """The version's bytes from `offset` on, in chunks. Raises ObjectGone."""
+
+    async def visible_versions(self, bucket: str, prefix: str = "") -> list[ListedVersion]:
+        """Every version under `prefix` that the bucket still shows: neither deleted for good nor
+        behind a later delete marker of its key. In no particular order."""

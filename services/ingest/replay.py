@@ -10,22 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 
-import asyncpg
 import msgspec
 import structlog
 
 from services.ingest import sql
 from services.ingest.events import ObjectEvent
-from services.ingest.handler import BACKUP_PREFIX
 from services.ingest.ledger import Ledger, Registered
 from services.ingest.load import FileLoad, LoadOptions
-from services.ingest.ports import ObjectGone, ObjectStore, ObjectVersion
-from shared.dictionary import TABLES, is_csv_key, table_for_key
-
-if TYPE_CHECKING:
-    from types_aiobotocore_s3 import S3Client
+from services.ingest.ports import ListedVersion, ObjectGone, ObjectStore, ObjectVersion
+from shared.dictionary import TABLES, is_backup_key, is_csv_key, table_for_key
 
 log = structlog.get_logger("ingest.replay")
 
@@ -38,57 +32,44 @@ class ReplayReport(msgspec.Struct):
     failed: int = 0
     rows_before: int = 0
     rows_after: int = 0
+    retracted: int = 0  # loaded versions the bucket no longer shows (deleted): marked retracted
 
 
-async def _bucket_versions(s3: S3Client, bucket: str) -> list[ObjectEvent]:
-    """Every version of every CSV object in the bucket, as the event that created it would say."""
-    found: list[ObjectEvent] = []
-    paginator = s3.get_paginator("list_object_versions")
-    async for page in paginator.paginate(Bucket=bucket):
-        for v in page.get("Versions", []):
-            if not is_csv_key(v["Key"]) or v["Key"].startswith(BACKUP_PREFIX):
-                continue
-            vid = v.get("VersionId")
-            found.append(
-                ObjectEvent(
-                    event_name="ObjectCreated:Replay",
-                    event_time=v["LastModified"].astimezone(UTC),
-                    bucket=bucket,
-                    key=v["Key"],
-                    size=v.get("Size"),
-                    etag=str(v.get("ETag", "")).strip('"') or None,
-                    version_id=None if vid in (None, "null") else vid,
-                    sequencer=None,
-                )
-            )
-    return found
+def _as_event(v: ListedVersion) -> ObjectEvent:
+    """A listed version as the event that created it would say (the listing has no sequencer)."""
+    return ObjectEvent(
+        event_name="ObjectCreated:Replay",
+        event_time=v.last_modified,
+        bucket=v.bucket,
+        key=v.key,
+        size=v.size,
+        etag=v.etag,
+        version_id=v.version_id,
+        sequencer=None,
+    )
+
+
+async def table_versions(store: ObjectStore, bucket: str, table: str) -> list[ObjectEvent]:
+    """Every version of the table's objects that the bucket shows, as events."""
+    return [
+        _as_event(v)
+        for v in await store.visible_versions(bucket)
+        if is_csv_key(v.key) and not is_backup_key(v.key) and table_for_key(v.key) == table
+    ]
 
 
 async def replay(
-    pool: asyncpg.Pool,
-    store: ObjectStore,
-    s3: S3Client,
-    bucket: str,
-    tables: Sequence[str],
-    options: LoadOptions | None = None,
+    ledger: Ledger, store: ObjectStore, bucket: str, tables: Sequence[str], options: LoadOptions | None = None
 ) -> list[ReplayReport]:
-    events = await _bucket_versions(s3, bucket)
-    ledger = Ledger(pool)
-    reports = []
-    for name in tables:
-        mine = [e for e in events if table_for_key(e.key) == name]
-        reports.append(await _replay_table(pool, ledger, store, name, mine, options or LoadOptions()))
-    return reports
+    return [await replay_table(ledger, store, bucket, name, options) for name in tables]
 
 
-async def _replay_table(
-    pool: asyncpg.Pool,
-    ledger: Ledger,
-    store: ObjectStore,
-    name: str,
-    events: list[ObjectEvent],
-    options: LoadOptions,
+async def replay_table(
+    ledger: Ledger, store: ObjectStore, bucket: str, name: str, options: LoadOptions | None = None
 ) -> ReplayReport:
+    """Rebuild one table from the versions the bucket shows, then swap it in (one transaction)."""
+    options = options or LoadOptions()
+    pool = ledger.pool
     table = TABLES[name]
     shadow = f"{name}__replay"
     report = ReplayReport(name)
@@ -99,7 +80,7 @@ async def _replay_table(
             for statement in sql.create_shadow(name, shadow):
                 await lock_conn.execute(statement)
             plan: list[tuple[Registered, ObjectVersion]] = []
-            for ev in events:
+            for ev in await table_versions(store, bucket, name):
                 try:
                     version = await store.resolve(ev)
                 except ObjectGone as exc:
@@ -108,6 +89,7 @@ async def _replay_table(
                     continue
                 plan.append((await ledger.register(ev, version, name), version))
             plan.sort(key=lambda p: p[0].order_key)
+            applied: list[int] = []
             for registered, version in plan:
                 report.objects += 1
                 async with ledger.hold(registered.object_id, name, table_held=True) as held:
@@ -132,12 +114,14 @@ async def _replay_table(
                         report.failed += 1
                         log.warning("version not applied", key=version.key, detail=str(exc))
                         continue
+                applied.append(registered.object_id)
                 report.rows_loaded += result.rows_loaded
                 report.rows_rejected += result.rows_rejected
             async with lock_conn.transaction():
                 # The swap: one transaction, so a reader sees the old table or the new one, never neither.
                 for statement in sql.swap_in_shadow(name, shadow):
                     await lock_conn.execute(statement)
+                report.retracted = await ledger.retract_unlisted(lock_conn, bucket, name, applied)
             report.rows_after = int(await lock_conn.fetchval(sql.count_rows(name)))
         finally:
             await lock_conn.execute(sql.TABLE_UNLOCK_EXCLUSIVE, sql.table_lock_id(name))

@@ -10,12 +10,13 @@ key is never read in its place.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
 from botocore.exceptions import ClientError
 
 from services.ingest.events import ObjectEvent
-from services.ingest.ports import ObjectGone, ObjectKind, ObjectVersion
+from services.ingest.ports import ListedVersion, ObjectGone, ObjectKind, ObjectVersion
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
@@ -112,3 +113,27 @@ class S3ObjectStore:
         raise ObjectGone(
             f"object s3://{event.bucket}/{event.key} with ETag {event.etag} is no longer in the bucket"
         )
+
+    async def visible_versions(self, bucket: str, prefix: str = "") -> list[ListedVersion]:
+        versions: list[ListedVersion] = []
+        markers: dict[str, datetime] = {}  # key -> its latest delete marker
+        paginator = self._s3.get_paginator("list_object_versions")
+        async for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+            for m in page.get("DeleteMarkers", []):
+                when = m["LastModified"].astimezone(UTC)
+                markers[m["Key"]] = max(when, markers.get(m["Key"], when))
+            for v in page.get("Versions", []):
+                vid = v.get("VersionId")
+                versions.append(
+                    ListedVersion(
+                        bucket=bucket,
+                        key=v["Key"],
+                        version_id=None if vid in (None, "null") else str(vid),
+                        etag=str(v.get("ETag", "")).strip('"') or None,
+                        size=v.get("Size"),
+                        last_modified=v["LastModified"].astimezone(UTC),
+                    )
+                )
+        # A version is hidden by a delete marker made after it (S3 lists times to the millisecond;
+        # a version and a marker of the same instant: the marker, made by a later request, wins).
+        return [v for v in versions if v.key not in markers or v.last_modified > markers[v.key]]

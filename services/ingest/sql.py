@@ -81,6 +81,24 @@ SET status = 'processing', lines_done = 0, bytes_done = 0, rows_loaded = 0, rows
     error = NULL, started_at = NULL, finished_at = NULL, attempts = 0, progress_attempt = 0
 WHERE id = $1
 """
+# An object removed from the bucket: its versions the bucket no longer shows are retracted. $3: the
+# version ids still shown; $4: whether the key still shows any version (for rows of a bucket
+# without versioning, identified by ETag, the key's existence is all there is to go by).
+_MISSING: Final = """
+WHERE bucket = $1 AND key = $2 AND status <> 'retracted'
+  AND CASE WHEN version LIKE 'etag:%' THEN NOT $4 ELSE NOT (version = ANY($3::text[])) END
+"""
+MISSING_VERSIONS: Final = f"SELECT id FROM ingest_objects {_MISSING} ORDER BY id"
+RETRACT_MISSING: Final = f"""
+UPDATE ingest_objects SET status = 'retracted', finished_at = now() {_MISSING} RETURNING id
+"""
+
+# After a replay: loaded versions of the table that the bucket no longer shows were retracted.
+RETRACT_UNLISTED: Final = """
+UPDATE ingest_objects SET status = 'retracted', finished_at = now()
+WHERE bucket = $1 AND table_name = $2 AND status = 'loaded' AND NOT (id = ANY($3::bigint[]))
+"""
+
 DELETE_REJECTS: Final = "DELETE FROM ingest_rejects WHERE object_id = $1"
 
 REJECT_COLUMNS: Final = ["object_id", "line", "raw", "reason"]
