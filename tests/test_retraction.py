@@ -89,3 +89,37 @@ async def test_replay_leaves_out_versions_behind_a_delete_marker(fresh: Stack, t
         assert statuses == {("jobs/a.csv", "loaded"), ("jobs/b.csv", "retracted")}
     finally:
         await conn.close()
+
+
+async def test_a_snapshot_replaces_the_table_and_replay_keeps_what_came_after(
+    fresh: Stack, tmp_path: Path
+) -> None:
+    """A restore is a snapshot object in the log (metadata hiring-kind: snapshot): applied as a
+    whole-table replacement in one transaction; later uploads apply on top, live and in replay."""
+    s3 = fresh.s3()
+    s3.put_object(Bucket=fresh.bucket, Key="jobs/a.csv", Body=b"1,Dev\n2,QA\n")
+    conn = await fresh.connect()
+    try:
+        with ConsumerProcess(fresh.env, tmp_path / "c.log"):
+            await eventually(lambda: objects(conn), lambda o: all_done(o, 1), what="a.csv")
+            await asyncio.sleep(0.05)
+            s3.put_object(
+                Bucket=fresh.bucket,
+                Key="jobs/restores/r1.csv",
+                Body=b"2,QA restored\n5,New\n",
+                Metadata={"hiring-kind": "snapshot"},
+            )
+            await eventually(lambda: objects(conn), lambda o: all_done(o, 2), what="the snapshot")
+            assert await _jobs(conn) == {2: "QA restored", 5: "New"}
+            await asyncio.sleep(0.05)
+            s3.put_object(Bucket=fresh.bucket, Key="jobs/b.csv", Body=b"1,Back\n")
+            await eventually(lambda: objects(conn), lambda o: all_done(o, 3), what="b.csv")
+        after = {1: "Back", 2: "QA restored", 5: "New"}
+        assert await _jobs(conn) == after
+        kinds = dict(await conn.fetch("SELECT key, kind FROM ingest_objects"))
+        assert kinds["jobs/restores/r1.csv"] == "snapshot"
+        report = _replay(fresh, "jobs")
+        assert report["objects"] == 3
+        assert await _jobs(conn) == after
+    finally:
+        await conn.close()
