@@ -25,6 +25,13 @@ class DatabaseSettings(msgspec.Struct, frozen=True):
     database: str
     user: str
     password: str = msgspec.field(default="")
+    # RDS_PASSWORD_SECRET_ARN: a Secrets Manager secret holding the current password (RDS's managed
+    # master secret, JSON with "password", or a plain string). When set, every new connection reads it,
+    # so a rotation is followed; `password` stays the fallback. The secret is read in `secret_region`
+    # through `secret_endpoint_url` (AWS_REGION, AWS_ENDPOINT_URL).
+    password_secret: str = ""
+    secret_region: str = "us-east-1"
+    secret_endpoint_url: str | None = None
 
     def __repr__(self) -> str:  # never print the password
         return f"DatabaseSettings(host={self.host!r}, port={self.port}, database={self.database!r})"
@@ -113,6 +120,13 @@ def load_settings(env: Mapping[str, str], *, service_name: str, require_queue: b
     if not re.match(r"^[a-z]{2}(-[a-z]+)+-\d$", region):
         raise ConfigError(f"AWS_REGION={region!r} is not an AWS region name (like us-east-1)")
     aws = AwsSettings(region=region, endpoint_url=_url(env, "AWS_ENDPOINT_URL"))
+    secret = env.get("RDS_PASSWORD_SECRET_ARN", "").strip()
+    if secret and not secret.startswith("arn:"):
+        raise ConfigError(f"RDS_PASSWORD_SECRET_ARN={secret!r} is not an ARN (arn:aws:secretsmanager:...)")
+    if secret:
+        db = msgspec.structs.replace(
+            db, password_secret=secret, secret_region=region, secret_endpoint_url=aws.endpoint_url
+        )
     otlp = _url(env, "OTEL_EXPORTER_OTLP_ENDPOINT")
     telemetry = TelemetrySettings(
         service_name=env.get("OTEL_SERVICE_NAME", "").strip() or service_name,

@@ -5,14 +5,17 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import importlib.resources
+import json
 import re
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias
 
 import asyncpg
+import structlog
 from opentelemetry import trace
 
-from shared.config import DatabaseSettings
+from shared.aws import AwsClients
+from shared.config import AwsSettings, DatabaseSettings
 
 if TYPE_CHECKING:
     from asyncpg.pool import PoolConnectionProxy
@@ -20,13 +23,45 @@ if TYPE_CHECKING:
     # A connection of its own, or one acquired from a pool: both run statements alike.
     DbConnection: TypeAlias = asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]
 
+log = structlog.get_logger("shared.db")
+
 # Any constant works; it only has to be the same in every process that migrates.
 _MIGRATION_LOCK = 0x68_69_72_65  # "hire"
 
 
+def password_of(db: DatabaseSettings) -> str | Callable[[], Awaitable[str]] | None:
+    """What asyncpg gets as `password`: the fixed one, or (with `db.password_secret`) a coroutine
+    function asyncpg calls for every new connection, which reads the secret's current value.
+
+    RDS rotates its managed master password (every 7 days by default) while tasks keep running and
+    their pools reopen connections: a password read once at start fails within minutes of a rotation.
+    If the secret cannot be read, the fixed password is tried and the failure is logged."""
+    if not db.password_secret:
+        return db.password or None
+
+    async def current() -> str:
+        try:
+            return await read_secret_password(db)
+        except Exception as exc:
+            log.warning("database password secret unreadable, using RDS_PASSWORD", error=str(exc)[:300])
+            return db.password
+
+    return current
+
+
+async def read_secret_password(db: DatabaseSettings) -> str:
+    """The password in `db.password_secret` now: its JSON "password" field, or the whole string."""
+    aws = AwsSettings(region=db.secret_region, endpoint_url=db.secret_endpoint_url)
+    async with AwsClients(aws).client("secretsmanager") as client:
+        value = str((await client.get_secret_value(SecretId=db.password_secret))["SecretString"])
+    if value.lstrip().startswith("{"):
+        return str(json.loads(value)["password"])
+    return value
+
+
 async def connect(db: DatabaseSettings, **kwargs: Any) -> asyncpg.Connection:
     return await asyncpg.connect(
-        host=db.host, port=db.port, user=db.user, password=db.password or None, database=db.database, **kwargs
+        host=db.host, port=db.port, user=db.user, password=password_of(db), database=db.database, **kwargs
     )
 
 
@@ -41,7 +76,7 @@ async def create_pool(
         host=db.host,
         port=db.port,
         user=db.user,
-        password=db.password or None,
+        password=password_of(db),
         database=db.database,
         min_size=min_size,
         max_size=max_size,

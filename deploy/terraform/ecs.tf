@@ -97,6 +97,7 @@ resource "aws_ecs_task_definition" "ingest" {
       environment = concat(local.common_environment, [
         { name = "OTEL_SERVICE_NAME", value = "hiring-ingest" },
         { name = "INGEST_CONCURRENCY", value = tostring(var.ingest_concurrency) },
+        { name = "RDS_PASSWORD_SECRET_ARN", value = local.db_secret_arn },
       ])
       secrets = [
         { name = "RDS_PASSWORD", valueFrom = local.db_password_secret },
@@ -141,6 +142,7 @@ resource "aws_ecs_task_definition" "query" {
       environment = concat(local.common_environment, [
         { name = "OTEL_SERVICE_NAME", value = "hiring-query" },
         { name = "HIRING_SHUTDOWN_GRACE_SECONDS", value = "15" },
+        { name = "RDS_PASSWORD_SECRET_ARN", value = local.db_secret_arn },
       ])
       secrets = [
         { name = "RDS_PASSWORD", valueFrom = local.db_password_secret },

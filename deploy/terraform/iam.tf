@@ -93,6 +93,23 @@ resource "aws_iam_role" "ingest" {
 
 data "aws_iam_policy_document" "ingest" {
   statement {
+    sid       = "ReadTheRotatingDatabasePassword"
+    actions   = ["secretsmanager:GetSecretValue"]
+    resources = [local.db_secret_arn]
+  }
+
+  statement {
+    sid       = "DecryptTheDatabasePassword"
+    actions   = ["kms:Decrypt"]
+    resources = [aws_kms_key.main.arn]
+    condition {
+      test     = "StringEquals"
+      variable = "kms:ViaService"
+      values   = ["secretsmanager.${local.region}.amazonaws.com"]
+    }
+  }
+
+  statement {
     sid       = "ListTheBucket"
     actions   = ["s3:ListBucket", "s3:ListBucketVersions"]
     resources = [aws_s3_bucket.raw.arn]
@@ -140,6 +157,23 @@ resource "aws_iam_role" "query" {
 }
 
 data "aws_iam_policy_document" "query" {
+  statement {
+    sid       = "ReadTheRotatingDatabasePassword"
+    actions   = ["secretsmanager:GetSecretValue"]
+    resources = [local.db_secret_arn]
+  }
+
+  statement {
+    sid       = "DecryptTheDatabasePassword"
+    actions   = ["kms:Decrypt"]
+    resources = [aws_kms_key.main.arn]
+    condition {
+      test     = "StringEquals"
+      variable = "kms:ViaService"
+      values   = ["secretsmanager.${local.region}.amazonaws.com"]
+    }
+  }
+
   statement {
     sid       = "HeadBucketForReadiness"
     actions   = ["s3:ListBucket", "s3:ListBucketVersions"] # HeadBucket (GET /readyz); a retraction finds its version

@@ -58,4 +58,7 @@ locals {
   )
 
   db_password_secret = "${aws_db_instance.main.master_user_secret[0].secret_arn}:password::"
+  # RDS rotates that secret (7 days by default): the services read it for every new connection
+  # (RDS_PASSWORD_SECRET_ARN); RDS_PASSWORD, injected at task start, is only the fallback.
+  db_secret_arn = aws_db_instance.main.master_user_secret[0].secret_arn
 }
