@@ -17,6 +17,7 @@ import structlog
 from services.ingest.events import EventKind, ObjectEvent
 from services.ingest.ledger import Held, Ledger, Status
 from services.ingest.load import BatchObserver, FileLoad, LoadOptions, _unobserved
+from services.ingest.order import order_key
 from services.ingest.ports import ObjectGone, ObjectKind, ObjectStore, ObjectVersion
 from services.ingest.replay import replay_table
 from shared.dictionary import TABLES, is_backup_key, is_csv_key, table_for_key
@@ -124,6 +125,12 @@ class ObjectHandler:
             await self.ledger.fail(reg.object_id, str(exc))
             return FileOutcome(OutcomeKind.FAILED, event, table, reg.object_id, detail=str(exc))
         reg = await self.ledger.register(event, version, table)
+        if event.version_id is None and reg.status in (Status.LOADED, Status.PROCESSING):
+            # found by content: the newest version with this ETag; the latest event for it is its upload
+            later = order_key(event.event_time, event.sequencer, event.key, version.version)
+            if later > reg.order_key and await self.ledger.reorder(reg.object_id, later):
+                log.info("version re-ordered by a later event for the same content", object_id=reg.object_id)
+                reg = reg._replace(status=Status.PROCESSING, order_key=later)
         if reg.status is not Status.PROCESSING:
             return FileOutcome(OutcomeKind.DUPLICATE, event, table, reg.object_id, version)
         if table is None:

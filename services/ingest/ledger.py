@@ -98,6 +98,16 @@ class Ledger:
             int(row["id"]), Status(row["status"]), str(row["order_key"]), ObjectKind(row["kind"])
         )
 
+    async def reorder(self, object_id: int, later_key: str) -> bool:
+        """Move a version later in upload order and have it applied again (see sql.REORDER_OBJECT).
+
+        False when it already sorts there (or is failed/retracted)."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            if await conn.fetchval(sql.REORDER_OBJECT, object_id, later_key) is None:
+                return False
+            await conn.execute(sql.DELETE_REJECTS, object_id)
+            return True
+
     async def fail(self, object_id: int, reason: str) -> None:
         await self._pool.execute(sql.FAIL_OBJECT, object_id, reason)
 

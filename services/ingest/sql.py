@@ -99,6 +99,18 @@ UPDATE ingest_objects SET status = 'retracted', finished_at = now()
 WHERE bucket = $1 AND table_name = $2 AND status = 'loaded' AND NOT (id = ANY($3::bigint[]))
 """
 
+# An event without a version id names its version by content (ETag), and several versions of the
+# same content resolve to the newest: the latest such event carries that version's upload time.
+# Its order moves up and it is applied again from the start (rows it lost to an upload in between
+# are won back).
+REORDER_OBJECT: Final = """
+UPDATE ingest_objects
+SET order_key = $2, status = 'processing', lines_done = 0, bytes_done = 0, rows_loaded = 0,
+    rows_rejected = 0, batches = 0, attempts = 0, progress_attempt = 0, error = NULL, finished_at = NULL
+WHERE id = $1 AND order_key < $2 AND status IN ('loaded', 'processing')
+RETURNING id
+"""
+
 DELETE_REJECTS: Final = "DELETE FROM ingest_rejects WHERE object_id = $1"
 
 REJECT_COLUMNS: Final = ["object_id", "line", "raw", "reason"]
