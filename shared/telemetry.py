@@ -51,13 +51,11 @@ class Telemetry:
         meter_provider: metrics.MeterProvider,
         *,
         enabled: bool,
-        flush: Callable[[], None] | None = None,
         shutdown: Callable[[], None] | None = None,
     ) -> None:
         self.tracer_provider = tracer_provider
         self.meter_provider = meter_provider
         self.enabled = enabled
-        self._flush = flush
         self._shutdown = shutdown
         self._stopped = threading.Event()
 
@@ -83,10 +81,6 @@ class Telemetry:
 
     def meter(self, scope: str) -> metrics.Meter:
         return self.meter_provider.get_meter(scope, package_version())
-
-    def force_flush(self) -> None:
-        if self._flush is not None and not self._stopped.is_set():
-            self._flush()
 
     def shutdown(self) -> None:
         """Export what is buffered and stop the exporter threads; safe to call more than once."""
@@ -129,15 +123,11 @@ def setup_telemetry(settings: TelemetrySettings, *, ids_without_export: bool = F
     )
     meter_provider = MeterProvider(resource=resource, metric_readers=[reader])
 
-    def flush() -> None:
-        tracer_provider.force_flush()
-        meter_provider.force_flush()
-
     def shutdown() -> None:
         tracer_provider.shutdown()  # flushes the span queue first
         meter_provider.shutdown()  # collects and exports once more
 
-    return Telemetry(tracer_provider, meter_provider, enabled=True, flush=flush, shutdown=shutdown)
+    return Telemetry(tracer_provider, meter_provider, enabled=True, shutdown=shutdown)
 
 
 # ---- trace context helpers ----------------------------------------------------------------------

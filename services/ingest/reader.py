@@ -328,6 +328,3 @@ def _decode(data: bytes) -> tuple[str, str | None]:
             f"not valid UTF-8 (byte 0x{data[exc.start]:02x} at column {exc.start + 1})",
         )
 
-
-def is_blank(raw: str) -> bool:
-    return not raw.strip()
