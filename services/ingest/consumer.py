@@ -94,6 +94,7 @@ class Consumer:
 
     async def run(self, stop: asyncio.Event) -> None:
         log.info("consumer started", queue=self._queue.name, concurrency=self._opts.concurrency)
+        drained = False  # the drain is given once, from the stop
         while not stop.is_set():
             free = await self._take_slots(stop)
             if free == 0:
@@ -112,6 +113,7 @@ class Consumer:
                 await self._hand_back_all(late)
                 self._give_slots(free)
                 await draining
+                drained = True
                 break
             messages, receive = poll.result()
             self._give_slots(free - len(messages))
@@ -119,7 +121,8 @@ class Consumer:
                 task = asyncio.create_task(self._process(message, receive))
                 self._inflight.add(task)
                 task.add_done_callback(self._done)
-        await self._wait_inflight()
+        if not drained:
+            await self._wait_inflight()
         await self._hand_back_pending()
         log.info("consumer stopped")
 
