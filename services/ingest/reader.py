@@ -327,4 +327,3 @@ def _decode(data: bytes) -> tuple[str, str | None]:
             data.decode("utf-8", errors="replace"),
             f"not valid UTF-8 (byte 0x{data[exc.start]:02x} at column {exc.start + 1})",
         )
-
