@@ -357,6 +357,11 @@ def print_size(r: dict[str, Any]) -> None:
     print(f"answers right after the load: {r['answers_after_load']}; load average {r['load_average']}")
 
 
+def save(out: Path, results: list[dict[str, Any]]) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"cpus": os.cpu_count(), "results": results}, indent=2) + "\n")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -423,11 +428,11 @@ def main() -> int:
                 r = await measure_size(args, stack, url, api_pid, work, size, replace, run)
                 print_size(r)
                 results.append(r)
+                save(args.out, results)  # after each size: a partial run still leaves its numbers
             return results
 
         results = asyncio.run(run_all())
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"cpus": os.cpu_count(), "results": results}, indent=2))
+    save(args.out, results)
     print(f"\nresults: {args.out} (plot: .venv/bin/python bench/plot_latency.py {args.out})")
     return 0
 
