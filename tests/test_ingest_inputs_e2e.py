@@ -5,15 +5,29 @@ EventBridge and SQS over HTTP, a real `hiring ingest` process and a real Postgre
 from __future__ import annotations
 
 import asyncio
+import bz2
+import gzip
+import io
 import json
+import os
+import signal
+import subprocess
+import sys
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import aiohttp
 import boto3
 
 from tests.consumers import ConsumerProcess, all_done, counts, eventually, objects
 from tests.stack import Stack
+
+if TYPE_CHECKING:
+    from tests.query_fixtures import Client
+
+pytest_plugins = ("tests.query_fixtures",)
 
 # Issue 12, case 1: a Mac Excel export (lone CR line ends) with a header line.
 MAC_EXPORT = (
@@ -221,3 +235,201 @@ async def _dlq_depth(stack: Stack) -> int:
         QueueUrl=stack.dlq_url, AttributeNames=["ApproximateNumberOfMessages"]
     )
     return int(attrs["Attributes"]["ApproximateNumberOfMessages"])
+
+
+# ---- gzip and other binary content (issue 12, case 5) ---------------------------------------------
+
+DATA = Path(__file__).resolve().parent / "data" / "globant"
+
+
+def _xlsx() -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("[Content_Types].xml", "<Types/>")
+        z.writestr("xl/workbook.xml", "<workbook/>")
+    return buf.getvalue()
+
+
+async def test_gzip_objects_are_decompressed_while_they_stream(fresh: Stack, tmp_path: Path) -> None:
+    s3 = fresh.s3()
+    employees = (DATA / "hired_employees.csv").read_bytes()
+    s3.put_object(Bucket=fresh.bucket, Key="hired_employees/2021.csv.gz", Body=gzip.compress(employees))
+    # a .csv key whose object says Content-Encoding: gzip, and a gzip body under a plain .csv name
+    s3.put_object(
+        Bucket=fresh.bucket,
+        Key="jobs/2021.csv",
+        Body=gzip.compress((DATA / "jobs.csv").read_bytes()),
+        ContentEncoding="gzip",
+    )
+    s3.put_object(
+        Bucket=fresh.bucket,
+        Key="departments.csv",
+        Body=gzip.compress((DATA / "departments.csv").read_bytes()),
+    )
+    conn = await fresh.connect()
+    try:
+        with ConsumerProcess(fresh.env, tmp_path / "c.log"):
+            objs = await eventually(lambda: objects(conn), lambda o: all_done(o, 3), what="3 files")
+        by_key = {o["key"]: o for o in objs}
+        assert {k: (o["status"], o["rows_loaded"], o["rows_rejected"]) for k, o in by_key.items()} == {
+            "hired_employees/2021.csv.gz": ("loaded", 1929, 70),
+            "jobs/2021.csv": ("loaded", 183, 0),
+            "departments.csv": ("loaded", 12, 0),
+        }
+        # lines read = loaded + rejected, in decompressed terms
+        assert by_key["hired_employees/2021.csv.gz"]["lines_done"] == len(employees.splitlines()) == 1999
+        assert await counts(conn) == {
+            "hired_employees": 1929,
+            "departments": 12,
+            "jobs": 183,
+            "ingest_rejects": 70,
+        }
+    finally:
+        await conn.close()
+
+
+async def test_binary_content_fails_with_a_reason_naming_it(fresh: Stack, tmp_path: Path) -> None:
+    s3 = fresh.s3()
+    cases = {
+        "jobs/book.csv": (_xlsx(), "not CSV text: the content is an Excel workbook (.xlsx, a ZIP archive)"),
+        "jobs/data.csv": (
+            b"PAR1" + bytes(200) + b"PAR1",
+            "not CSV text: the content is an Apache Parquet file",
+        ),
+        "jobs/blob.csv": (bytes(range(256)) * 40, "not CSV text: binary content ("),
+        "jobs/cut.csv.gz": (gzip.compress(b"1,Dev\n" * 5000)[:400], "the gzip stream is truncated"),
+        "jobs/archive.csv": (bz2.compress(b"1,Dev\n"), "not CSV text: the content is bzip2-compressed data"),
+        "jobs/utf16.csv": ("1,Dev\n2,Ops\n".encode("utf-16"), "not CSV text: the content is UTF-16 text"),
+    }
+    for key, (body, _) in cases.items():
+        s3.put_object(Bucket=fresh.bucket, Key=key, Body=body)
+    conn = await fresh.connect()
+    try:
+        with ConsumerProcess(fresh.env, tmp_path / "c.log"):
+            objs = await eventually(
+                lambda: objects(conn), lambda o: all_done(o, len(cases)), what="all failed"
+            )
+        for o in objs:
+            assert o["status"] == "failed", o
+            assert o["error"].startswith(cases[o["key"]][1]), o
+        assert await counts(conn) == {"hired_employees": 0, "departments": 0, "jobs": 0, "ingest_rejects": 0}
+    finally:
+        await conn.close()
+
+
+async def test_a_gzip_file_resumes_after_a_crash_with_exact_counts(fresh: Stack, tmp_path: Path) -> None:
+    n, bad_every = 60_000, 97
+    rows = [
+        f"{i},Emp {i},{'not-a-date' if i % bad_every == 0 else f'2021-0{1 + i % 9}-1{i % 10}T10:00:00Z'},1,1"
+        for i in range(1, n + 1)
+    ]
+    text = ("\r".join(rows) + "\r").encode()  # lone CR line ends, for good measure
+    fresh.s3().put_object(Bucket=fresh.bucket, Key="hired_employees/big.csv.gz", Body=gzip.compress(text))
+    bad = n // bad_every
+    knobs = {"INGEST_BATCH_ROWS": "500", "INGEST_VISIBILITY_TIMEOUT": "4"}
+    conn = await fresh.connect()
+    try:
+        victim = ConsumerProcess(fresh.env, tmp_path / "victim.log", **knobs).start()
+        try:
+            await eventually(
+                lambda: objects(conn), lambda o: bool(o) and o[0]["batches"] >= 5, what="5 batches"
+            )
+        finally:
+            victim.signal(signal.SIGKILL)
+            victim.wait(10)
+        partial = (await objects(conn))[0]
+        assert partial["status"] == "processing", "the file finished before the kill: make it bigger"
+        with ConsumerProcess(fresh.env, tmp_path / "second.log", **knobs) as second:
+            (obj,) = await eventually(
+                lambda: objects(conn), lambda o: all_done(o, 1), wait=120, what="resumed"
+            )
+            assert "resuming" in second.log()
+        assert (obj["status"], obj["rows_loaded"], obj["rows_rejected"], obj["lines_done"]) == (
+            "loaded",
+            n - bad,
+            bad,
+            n,
+        )
+        assert await counts(conn) == {
+            "hired_employees": n - bad,
+            "departments": 0,
+            "jobs": 0,
+            "ingest_rejects": bad,
+        }
+        assert await conn.fetchval("SELECT count(DISTINCT src_line) FROM hired_employees") == n - bad
+    finally:
+        await conn.close()
+
+
+# ---- events of another bucket (issue 12, case 3) ------------------------------------------------
+
+
+async def test_events_of_another_bucket_are_ignored_and_replay_agrees(fresh: Stack, tmp_path: Path) -> None:
+    s3 = fresh.s3()
+    other = f"{fresh.bucket}-other"
+    s3.create_bucket(Bucket=other)
+    s3.put_bucket_notification_configuration(
+        Bucket=other,
+        NotificationConfiguration={
+            "QueueConfigurations": [{"QueueArn": _queue_arn(fresh), "Events": ["s3:ObjectCreated:*"]}]
+        },
+    )
+    _drain(fresh)
+    s3.put_object(Bucket=fresh.bucket, Key="jobs.csv", Body=b"1,Dev\n")
+    s3.put_object(Bucket=other, Key="jobs.csv", Body=b"1,Other\n2,Other too\n")
+    conn = await fresh.connect()
+    try:
+        with ConsumerProcess(fresh.env, tmp_path / "c.log"):
+            await eventually(lambda: _events(conn), lambda e: len(e) == 2, what="2 events recorded")
+            await eventually(lambda: objects(conn), lambda o: all_done(o, 1), what="the raw file loaded")
+        events = {e["bucket"]: e for e in await _events(conn)}
+        assert (events[other]["outcome"], events[other]["detail"]) == (
+            "ignored",
+            f"bucket {other!r} is not the raw bucket {fresh.bucket!r}",
+        )
+        assert events[fresh.bucket]["outcome"] == "loaded"
+        assert [o["key"] for o in await objects(conn)] == ["jobs.csv"]  # no ledger row for the other bucket
+        live = dict(await conn.fetch("SELECT id, job FROM jobs"))
+        assert live == {1: "Dev"}
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "services.cli", "replay", "--table", "jobs"],
+            env={**os.environ, **fresh.env, "HIRING_LOG_FORMAT": "json"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert dict(await conn.fetch("SELECT id, job FROM jobs")) == live  # replay gives what live gave
+    finally:
+        await conn.close()
+
+
+async def test_a_gzip_body_sent_through_post_upload_loads(
+    client: Client, fresh: Stack, tmp_path: Path
+) -> None:
+    """Issue 12, case 5: it became five binary "not valid UTF-8" rejects under status loaded."""
+    ids = []
+    for name in ("jobs.csv", "jobs.csv.gz"):
+        form = aiohttp.FormData()
+        form.add_field(
+            "file", gzip.compress(b"1,Dev\r2,Ops\r3,QA\r"), filename=name, content_type="application/gzip"
+        )
+        resp = await client.post("/upload", data=form)
+        assert resp.status == 202, await resp.text()
+        ids.append((await resp.json())["uploads"][0]["id"])
+    with ConsumerProcess(fresh.env, tmp_path / "c.log"):
+        for upload_id in ids:
+            deadline = asyncio.get_running_loop().time() + 60
+            while (status := await (await client.get(f"/uploads/{upload_id}")).json())["status"] not in (
+                "loaded",
+                "failed",
+            ):
+                assert asyncio.get_running_loop().time() < deadline, status
+                await asyncio.sleep(0.2)
+            assert (status["table"], status["status"], status["rows_loaded"], status["rows_rejected"]) == (
+                "jobs",
+                "loaded",
+                3,
+                0,
+            )
