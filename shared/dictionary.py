@@ -68,7 +68,8 @@ def table_for_key(key: str) -> str | None:
 
 
 def is_csv_key(key: str) -> bool:
-    return key.lower().endswith(".csv")
+    """Whether the key names a CSV file, plain or gzip-compressed (`.csv`, `.csv.gz`, any case)."""
+    return key.lower().endswith((".csv", ".csv.gz"))
 
 
 # Keys under this prefix of the raw bucket hold backups (CONTRACT §6): never ingested, never replayed.

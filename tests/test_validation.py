@@ -350,6 +350,8 @@ def test_table_for_key(key: str, table: str | None) -> None:
     [
         ("jobs.csv", True, False),
         ("jobs.CSV", True, False),
+        ("hired_employees/2021.csv.gz", True, True),
+        ("hired_employees/2021.CSV.GZ", True, True),
         ("jobs.gz", False, True),
         ("jobs.csv.zip", False, False),
         ("jobs.xlsx", False, False),

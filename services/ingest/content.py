@@ -20,6 +20,8 @@ import zlib
 from collections.abc import Iterator
 from typing import Final
 
+from services.ingest.ports import ObjectGone
+
 GZIP_MAGIC: Final = b"\x1f\x8b"
 SNIFF_BYTES: Final = 4096
 PIECE_BYTES: Final = 64 << 10
@@ -57,8 +59,10 @@ _SIGNATURES: Final[tuple[tuple[bytes, str, str], ...]] = (
 )
 
 
-class UnreadableContent(Exception):
-    """The object's bytes cannot be read as CSV text; str() says what they are, for a person."""
+class UnreadableContent(ObjectGone):
+    """The object's bytes cannot be read as CSV text; str() says what they are, for a person.
+
+    An ObjectGone: the version can never be applied, and is marked failed with this reason."""
 
 
 def identify(head: bytes) -> str | None:

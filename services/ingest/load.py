@@ -41,6 +41,10 @@ RETRYABLE = (
 )
 
 
+class Unaccounted(Exception):
+    """The reader's lines do not cover every byte read: a fault in the reader, never `loaded`."""
+
+
 class LoadOptions(msgspec.Struct, frozen=True):
     batch_rows: int = 20_000
     queue_batches: int = 2  # parsed batches waiting for the database: bounds memory
@@ -144,15 +148,25 @@ class FileLoad:
             object_id=self.held.object_id,
             order_key=self.order_key,
         )
-        if self.version.size is None or self.bytes_done < self.version.size:
-            async for chunk in self.store.read(self.version, self.bytes_done):
-                for full in builder.add_items(reader.feed_items(chunk)):
-                    await self._queue.put(full)
-                await asyncio.sleep(0)  # let the commit send its next statement: keep the database busy
+        text_end = end = self.bytes_done  # the text read, and how far batches account for it
+        async for chunk in self.store.read(self.version, self.bytes_done):
+            text_end += len(chunk)
+            for full in builder.add_items(reader.feed_items(chunk)):
+                end = full.end_offset
+                await self._queue.put(full)
+            await asyncio.sleep(0)  # let the commit send its next statement: keep the database busy
         for full in builder.add_items(reader.finish()):
+            end = full.end_offset
             await self._queue.put(full)
         if (batch := builder.flush()) is not None:
+            end = batch.end_offset
             await self._queue.put(batch)
+        if end != text_end:
+            # Never `loaded` with content unaccounted for (CONTRACT §1): every byte read must be in
+            # a line loaded, rejected, or skipped as the header or blank.
+            raise Unaccounted(
+                f"read {text_end} bytes of text but accounted for {end}: the file is left unfinished"
+            )
         await self._queue.put(None)
 
     async def _commit(self, batch: Batch) -> None:

@@ -66,7 +66,7 @@ class ObjectVersion(msgspec.Struct, frozen=True):
 
 
 class ObjectGone(Exception):
-    """The object version named by an event cannot be read (deleted, or access denied)."""
+    """The object version named by an event cannot be read (deleted, access denied, or not CSV text)."""
 
 
 class ListedVersion(msgspec.Struct, frozen=True):
@@ -85,7 +85,8 @@ class ObjectStore(Protocol):
         """The exact version the event is about. Raises ObjectGone."""
 
     def read(self, version: ObjectVersion, offset: int) -> AsyncIterator[bytes]:
-        """The version's bytes from `offset` on, in chunks. Raises ObjectGone."""
+        """The version's text (decompressed, if gzip) from text offset `offset` on, in chunks.
+        Raises ObjectGone (UnreadableContent when the content is not CSV text)."""
 
     async def visible_versions(self, bucket: str, prefix: str = "") -> list[ListedVersion]:
         """Every version under `prefix` that the bucket still shows: neither deleted for good nor

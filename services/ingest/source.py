@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from botocore.exceptions import ClientError
 
+from services.ingest.content import GZIP_MAGIC, ContentDecoder
 from services.ingest.events import ObjectEvent
 from services.ingest.ports import ListedVersion, ObjectGone, ObjectKind, ObjectVersion
 
@@ -70,13 +71,39 @@ class S3ObjectStore:
         )
 
     async def read(self, version: ObjectVersion, offset: int) -> AsyncIterator[bytes]:
+        """The version's text from text offset `offset` on (services/ingest/content.py): gzip
+        content decompressed while it streams, other binary content refused (UnreadableContent,
+        an ObjectGone). A gzip object resumed mid-file is read again from its start and the text
+        before `offset` dropped: a ranged GET cannot start inside a deflate stream."""
+        if offset and not await self._starts_with(version, GZIP_MAGIC):
+            if version.size is not None and offset >= version.size:
+                return  # a plain object read to its end: nothing left (a range past it is an error)
+            decoder, start = ContentDecoder(check=False), offset  # examined when it was read from 0
+        else:
+            decoder, start = ContentDecoder(skip=offset), 0
+        async for chunk in self._get(version, start):
+            for piece in decoder.feed(chunk):
+                yield piece
+        for piece in decoder.finish():
+            yield piece
+
+    async def _starts_with(self, version: ObjectVersion, magic: bytes) -> bool:
+        head = b""
+        async for chunk in self._get(version, 0, last=len(magic) - 1):
+            head += chunk
+        return head.startswith(magic)
+
+    async def _get(
+        self, version: ObjectVersion, offset: int, last: int | None = None
+    ) -> AsyncIterator[bytes]:
+        """The stored bytes from `offset` (to `last`, inclusive), as they are."""
         kwargs: dict[str, Any] = {"Bucket": version.bucket, "Key": version.key}
         if version.s3_version_id:
             kwargs["VersionId"] = version.s3_version_id
         elif version.etag:
             kwargs["IfMatch"] = version.etag  # unversioned: never read a newer object under this key
-        if offset:
-            kwargs["Range"] = f"bytes={offset}-"
+        if offset or last is not None:
+            kwargs["Range"] = f"bytes={offset}-{'' if last is None else last}"
         try:
             resp = await self._s3.get_object(**kwargs)
         except ClientError as exc:
