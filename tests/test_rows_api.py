@@ -278,3 +278,27 @@ async def test_rows_need_the_upload_scope(make_client: ClientFactory) -> None:
     assert denied.status == 403
     allowed = await client.post("/tables/jobs/rows", json=rows, headers={"X-API-Key": "uploader-key-0002"})
     assert allowed.status == 202  # accepted; no consumer runs in this test
+
+
+async def test_more_keyed_requests_at_once_than_pool_connections_all_complete(
+    make_client: ClientFactory, fresh: Stack, tmp_path: Path
+) -> None:
+    """Each Idempotency-Key owner holds a pool connection while it waits: it must wait on that one,
+    or a full pool would leave every owner waiting for a second connection for ever."""
+    client = await make_client(options=QueryOptions(db_pool_size=2, rows_wait_seconds=60))
+    with ConsumerProcess(fresh.env, tmp_path / "consumer.log"):
+        answers = await asyncio.wait_for(
+            asyncio.gather(
+                *(
+                    client.post(
+                        "/tables/jobs/rows",
+                        json=[{"id": i, "job": f"job {i}"}],
+                        headers={"Idempotency-Key": f"p-{i}"},
+                    )
+                    for i in range(5)
+                )
+            ),
+            timeout=120,
+        )
+        statuses = [(r.status, (await r.json())["rows_loaded"]) for r in answers]
+    assert statuses == [(201, 1)] * 5

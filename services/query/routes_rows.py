@@ -22,7 +22,7 @@ import asyncio
 import time
 import uuid
 from datetime import timedelta
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import asyncpg
 import structlog
@@ -37,6 +37,11 @@ from services.query.schemas import BatchPending, BatchResult, ErrorBody, RowReje
 from services.query.state import OPTIONS, POOL, S3, SETTINGS
 from services.query.storage import ObjectWriter
 from shared.dictionary import TABLES, Table
+
+if TYPE_CHECKING:
+    from shared.db import DbConnection
+
+    Db = DbConnection | asyncpg.Pool
 from shared.telemetry import TRACEPARENT, current_trace_id, current_traceparent
 
 log = structlog.get_logger()
@@ -114,10 +119,14 @@ def _parse(table: Table, content_type: str, body: bytes) -> rows.BatchFile:
     )
 
 
-async def _write(request: web.Request, table: Table, batch_id: uuid.UUID, batch: rows.BatchFile) -> str:
+async def _write(
+    request: web.Request, table: Table, batch_id: uuid.UUID, batch: rows.BatchFile, db: Db | None = None
+) -> str:
     """The batch's object into the raw bucket, with its `uploads` row recorded first (as POST /upload
-    does). Returns the key. Raises ApiError(502) when the bucket does not take it."""
+    does), on `db` when the caller holds a connection (see `_answer`). Returns the key. Raises
+    ApiError(502) when the bucket does not take it."""
     app = request.app
+    db = app[POOL] if db is None else db
     key = f"{table.name}/batches/{batch_id}.csv"
     metadata = {"upload-id": str(batch_id)}
     traceparent = current_traceparent()
@@ -131,13 +140,13 @@ async def _write(request: web.Request, table: Table, batch_id: uuid.UUID, batch:
         upload = sql.NewUpload(
             batch_id, table.name, writer.bucket, key, None, writer.size, current_trace_id()
         )
-        await sql.insert_uploads(app[POOL], [upload])
+        await sql.insert_uploads(db, [upload])
         recorded = True
         await writer.complete()
     except BaseException as exc:
         await asyncio.shield(writer.discard())
         if recorded:
-            await asyncio.shield(sql.delete_uploads(app[POOL], [batch_id]))
+            await asyncio.shield(sql.delete_uploads(db, [batch_id]))
         if isinstance(exc, BotoCoreError | ClientError):
             log.error("rows.storage_failed", error=str(exc), batch_id=str(batch_id))
             raise ApiError(502, f"the raw bucket did not take the batch: {exc}") from None
@@ -146,13 +155,14 @@ async def _write(request: web.Request, table: Table, batch_id: uuid.UUID, batch:
     return key
 
 
-async def _wait(pool: asyncpg.Pool, batch_id: uuid.UUID, seconds: float) -> sql.Outcome | None:
+async def _wait(db: Db, batch_id: uuid.UUID, seconds: float) -> sql.Outcome | None:
     """The batch's ledger row once the consumer finished it (loaded or failed), or its latest state
-    (possibly None: not seen yet) when `seconds` pass first."""
+    (possibly None: not seen yet) when `seconds` pass first. `db`: the pool, or a connection already
+    held (READ COMMITTED: each look sees what the consumer committed since)."""
     deadline = time.monotonic() + seconds
     pause = _POLL_FIRST
     while True:
-        outcome = await sql.upload_outcome(pool, batch_id)
+        outcome = await sql.upload_outcome(db, batch_id)
         if outcome is not None and outcome.status != "processing":
             return outcome
         left = deadline - time.monotonic()
@@ -163,9 +173,16 @@ async def _wait(pool: asyncpg.Pool, batch_id: uuid.UUID, seconds: float) -> sql.
 
 
 async def _answer(
-    request: web.Request, table: Table, batch_id: uuid.UUID, starts: tuple[int, ...] | None
+    request: web.Request,
+    table: Table,
+    batch_id: uuid.UUID,
+    starts: tuple[int, ...] | None,
+    db: Db | None = None,
 ) -> Answer:
-    pool = request.app[POOL]
+    """`db`: a connection the caller holds (the Idempotency-Key owner's), so a request that already
+    holds one never waits for a second: with as many such requests as the pool has connections, a
+    second acquire would wait for ever."""
+    pool = request.app[POOL] if db is None else db
     wait = request.app[OPTIONS].rows_wait_seconds
     outcome = await _wait(pool, batch_id, wait)
     if outcome is None or outcome.status == "processing":
@@ -204,7 +221,10 @@ async def post_rows(request: web.Request) -> web.Response:
         await _write(request, table, batch_id, batch)
         return (await _answer(request, table, batch_id, batch.starts)).response()
     digest = rows.request_digest(request.method, table.name, content_type, body)
-    return (await _idempotent(request, table, batch, key, digest)).response()
+    # shielded: a client that goes away must not roll the key back after its batch was written
+    # (a retry would then write it again)
+    work = asyncio.ensure_future(_idempotent(request, table, batch, key, digest))
+    return (await asyncio.shield(work)).response()
 
 
 async def _idempotent(
@@ -232,8 +252,8 @@ async def _idempotent(
                     409, "a request with this Idempotency-Key is still being applied; retry later"
                 ) from None
             if owner is None:  # ours: write, wait, keep the answer, then let the key go
-                await _write(request, table, batch_id, batch)
-                answer = await _answer(request, table, batch_id, batch.starts)
+                await _write(request, table, batch_id, batch, conn)
+                answer = await _answer(request, table, batch_id, batch.starts, conn)
                 if answer.final:
                     await sql.store_answer(conn, key, answer.status, answer.payload)
                 await tx.commit()

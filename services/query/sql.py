@@ -304,14 +304,14 @@ class NewUpload(msgspec.Struct, frozen=True):
     trace_id: str | None = None  # of the POST /upload request, when tracing is on
 
 
-async def insert_uploads(conn: asyncpg.Connection | asyncpg.Pool, uploads: Sequence[NewUpload]) -> None:
+async def insert_uploads(conn: DbConnection | asyncpg.Pool, uploads: Sequence[NewUpload]) -> None:
     await conn.executemany(
         _INSERT_UPLOAD,
         [(u.id, u.table, u.bucket, u.key, u.filename, u.size_bytes, u.trace_id) for u in uploads],
     )
 
 
-async def delete_uploads(conn: asyncpg.Connection | asyncpg.Pool, ids: Sequence[uuid.UUID]) -> None:
+async def delete_uploads(conn: DbConnection | asyncpg.Pool, ids: Sequence[uuid.UUID]) -> None:
     await conn.execute(_DELETE_UPLOADS, list(ids))
 
 
@@ -428,7 +428,7 @@ class Outcome(msgspec.Struct, frozen=True):
     error: str | None
 
 
-async def upload_outcome(conn: asyncpg.Connection | asyncpg.Pool, upload_id: uuid.UUID) -> Outcome | None:
+async def upload_outcome(conn: DbConnection | asyncpg.Pool, upload_id: uuid.UUID) -> Outcome | None:
     """What the consumer has made of an upload so far; None before it has seen it."""
     row = await conn.fetchrow(_OUTCOME, upload_id)
     if row is None:
@@ -436,7 +436,7 @@ async def upload_outcome(conn: asyncpg.Connection | asyncpg.Pool, upload_id: uui
     return Outcome(row["id"], row["status"], row["rows_loaded"], row["rows_rejected"], row["error"])
 
 
-async def reject_lines(conn: asyncpg.Connection | asyncpg.Pool, object_id: int) -> list[tuple[int, str]]:
+async def reject_lines(conn: DbConnection | asyncpg.Pool, object_id: int) -> list[tuple[int, str]]:
     return [(r["line"], r["reason"]) for r in await conn.fetch(_REJECT_LINES, object_id)]
 
 
