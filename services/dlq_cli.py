@@ -167,11 +167,16 @@ def _time(millis: str | None) -> str:
 
 def _table(dead: Sequence[Dead]) -> Table:
     table = Table(title="dead-letter queue", title_justify="left")
-    for column in ("message id", "sent (UTC)", "receives", "objects", "why"):
-        table.add_column(column)
+    for column in ("message id", "sent (UTC)", "receives", "objects"):
+        table.add_column(column, no_wrap=True)
     for d in dead:
-        table.add_row(d.message_id, d.sent_at, str(d.receives), "\n".join(d.objects), d.why)
+        table.add_row(d.message_id, d.sent_at, str(d.receives), "\n".join(d.objects))
     return table
+
+
+def _why(dead: Sequence[Dead]) -> list[str]:
+    """`<message id>: why`, one line each (never wrapped into a cell: easy to grep and copy)."""
+    return [f"{d.message_id}: {d.why}" for d in dead]
 
 
 async def run_dlq(
@@ -186,7 +191,9 @@ async def run_dlq(
             dead = [await explain(pool, m) for m in await peek(sqs, url)]
             if action == "list":
                 console.print(_table(dead))
-                console.print(f"{len(dead)} message(s) in {url}")
+                for line in _why(dead):
+                    console.print(line, highlight=False, markup=False, soft_wrap=True)
+                console.print(f"{len(dead)} message(s) in {url}", highlight=False, soft_wrap=True)
                 return 0
             return await _redrive(sqs, url, settings, dead, ids, all_, console)
     finally:
