@@ -6,11 +6,13 @@ import argparse
 import asyncio
 import os
 import signal
+import socket
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 from shared.config import ConfigError, Settings, load_settings
+from shared.db import DatabaseUnavailable
 from shared.logs import configure_logging
 
 
@@ -42,11 +44,23 @@ def cmd_ingest(_: argparse.Namespace) -> int:
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    from services.query.app import serve
+    from services.query.app import ListenError, build_app, serve
+    from services.query.options import load_options
 
     settings = _settings("hiring-query")
+    options = load_options(os.environ)
     configure_logging(settings.telemetry.service_name)
-    _run_until_signal(lambda stop: serve(settings, host=args.host, port=args.port, stop=stop))
+    # `hiring dev` binds the port itself and hands the listening socket over (--listen-fd)
+    sock = socket.socket(fileno=args.listen_fd) if args.listen_fd is not None else None
+
+    async def main(stop: asyncio.Event) -> None:
+        await serve(build_app(settings, options), stop, host=args.host, port=args.port, sock=sock)
+
+    try:
+        _run_until_signal(main)
+    except ListenError as exc:
+        print(f"hiring query: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -148,9 +162,9 @@ def cmd_dlq(args: argparse.Namespace) -> int:
     return main_dlq(args.action, args.ids, args.all)
 
 
-def _positive(text: str) -> int:
-    if not text.isdigit() or not 0 < int(text) <= 64:
-        raise argparse.ArgumentTypeError(f"expected an integer from 1 to 64, got {text!r}")
+def _consumers(text: str) -> int:
+    if not text.isdigit() or not 0 <= int(text) <= 64:
+        raise argparse.ArgumentTypeError(f"expected an integer from 0 to 64, got {text!r}")
     return int(text)
 
 
@@ -175,7 +189,12 @@ def parser() -> argparse.ArgumentParser:
     dev = sub.add_parser("dev", help="run the whole system locally (PostgreSQL, S3+SQS, consumers, API)")
     dev.add_argument("--port", type=_port, default=8080, help="API port (default 8080)")
     dev.add_argument("--host", default="127.0.0.1", help="API address (default 127.0.0.1)")
-    dev.add_argument("--consumers", type=_positive, default=1, help="ingest consumer processes (default 1)")
+    dev.add_argument(
+        "--consumers",
+        type=_consumers,
+        default=1,
+        help="ingest consumer processes (default 1; 0: none, run your own with the env file)",
+    )
     dev.add_argument("--state-dir", help="keep the database and logs here (default: a temporary directory)")
     dev.add_argument("--env-file", help="write the stack's environment here once it is ready")
     dev.add_argument(
@@ -189,6 +208,7 @@ def parser() -> argparse.ArgumentParser:
     q = sub.add_parser("query", help="run the query API against the configured stack")
     q.add_argument("--port", type=_port, default=8080)
     q.add_argument("--host", default="0.0.0.0")
+    q.add_argument("--listen-fd", type=int, help=argparse.SUPPRESS)  # a listening socket from hiring dev
     q.set_defaults(func=cmd_query)
 
     m = sub.add_parser("migrate", help="apply the database schema")
@@ -270,6 +290,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"hiring {args.command}: configuration error: {exc}", file=sys.stderr)
         return 2
+    except DatabaseUnavailable as exc:
+        print(f"hiring {args.command}: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     return code

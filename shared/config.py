@@ -32,6 +32,7 @@ class DatabaseSettings(msgspec.Struct, frozen=True):
     password_secret: str = ""
     secret_region: str = "us-east-1"
     secret_endpoint_url: str | None = None
+    start_timeout: float = 60.0  # seconds a service retries an unreachable database at start
 
     def __repr__(self) -> str:  # never print the password
         return f"DatabaseSettings(host={self.host!r}, port={self.port}, database={self.database!r})"
@@ -112,6 +113,7 @@ def load_settings(env: Mapping[str, str], *, service_name: str, require_queue: b
         database=env.get("RDS_DB_NAME", "postgres").strip() or "postgres",
         user=env.get("RDS_USERNAME", "postgres").strip() or "postgres",
         password=env.get("RDS_PASSWORD", ""),
+        start_timeout=float(int_setting(env, "HIRING_DB_START_TIMEOUT", 60, low=0, high=3600)),
     )
     queue_url = _url(env, "SQS_QUEUE_URL")
     if require_queue and queue_url is None:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
 import importlib.resources
 import json
 import re
+import time
 from collections.abc import Awaitable, Callable, Iterator
-from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias
+from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias, TypeVar
 
 import asyncpg
 import structlog
@@ -24,9 +26,55 @@ if TYPE_CHECKING:
     DbConnection: TypeAlias = asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]
 
 log = structlog.get_logger("shared.db")
+T = TypeVar("T")
 
 # Any constant works; it only has to be the same in every process that migrates.
 _MIGRATION_LOCK = 0x68_69_72_65  # "hire"
+FIRST_RETRY_DELAY = 0.5  # seconds; doubles per attempt up to MAX_RETRY_DELAY
+MAX_RETRY_DELAY = 8.0
+# what a database that is not up yet (or restarting, or not yet accepting this many clients) raises
+_NOT_YET: tuple[type[BaseException], ...] = (
+    OSError,  # refused, unreachable, name not resolved yet
+    TimeoutError,
+    asyncpg.CannotConnectNowError,  # starting up, shutting down, in recovery
+    asyncpg.TooManyConnectionsError,
+    asyncpg.ConnectionDoesNotExistError,
+)
+
+
+class DatabaseUnavailable(Exception):
+    """The database could not be reached at start within the settings' start_timeout, or refused
+    us for good (wrong password, no such database); str() is one line saying which and why."""
+
+
+def _reason(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}"[:300]
+
+
+async def _with_retry(db: DatabaseSettings, attempt: Callable[[], Awaitable[T]]) -> T:
+    """`attempt()` until it succeeds, retrying what a database not up yet raises with a backoff
+    (FIRST_RETRY_DELAY doubling to MAX_RETRY_DELAY) for `db.start_timeout` seconds, one log line
+    per failed attempt; DatabaseUnavailable after that, or at once for an error retrying cannot fix."""
+    deadline = time.monotonic() + db.start_timeout
+    delay = FIRST_RETRY_DELAY
+    for number in range(1, 1_000_000):
+        try:
+            return await attempt()
+        except _NOT_YET as exc:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise DatabaseUnavailable(
+                    f"PostgreSQL at {db.dsn_summary()} is unreachable after {number} attempts over "
+                    f"{db.start_timeout:g} s (HIRING_DB_START_TIMEOUT): {_reason(exc)}"
+                ) from exc
+            wait = min(delay, left)
+            log.warning("db.unreachable", attempt=number, retry_in=round(wait, 2), reason=_reason(exc))
+            await asyncio.sleep(wait)
+            delay = min(delay * 2, MAX_RETRY_DELAY)
+        except (asyncpg.InvalidAuthorizationSpecificationError, asyncpg.InvalidCatalogNameError) as exc:
+            raise DatabaseUnavailable(f"PostgreSQL at {db.dsn_summary()} refused us: {_reason(exc)}") from exc
+    raise AssertionError("unreachable")
 
 
 def password_of(db: DatabaseSettings) -> str | Callable[[], Awaitable[str]] | None:
@@ -60,31 +108,45 @@ async def read_secret_password(db: DatabaseSettings) -> str:
 
 
 async def connect(db: DatabaseSettings, **kwargs: Any) -> asyncpg.Connection:
-    return await asyncpg.connect(
-        host=db.host, port=db.port, user=db.user, password=password_of(db), database=db.database, **kwargs
+    """One connection, retried while the database is not up yet (see _with_retry)."""
+    return await _with_retry(
+        db,
+        lambda: asyncpg.connect(
+            host=db.host,
+            port=db.port,
+            user=db.user,
+            password=password_of(db),
+            database=db.database,
+            **kwargs,
+        ),
     )
 
 
 async def create_pool(
     db: DatabaseSettings, *, min_size: int = 1, max_size: int = 10, tracer: trace.Tracer | None = None
 ) -> asyncpg.Pool:
-    """A pool; with a `tracer`, every statement run on its connections is a CLIENT span."""
+    """A pool, retried while the database is not up yet (DatabaseUnavailable once it gives up); with
+    a `tracer`, every statement run on its connections is a CLIENT span."""
     extra: dict[str, Any] = {}
     if tracer is not None:
         extra["connection_class"] = traced_connection_class(tracer, db)
-    pool = await asyncpg.create_pool(
-        host=db.host,
-        port=db.port,
-        user=db.user,
-        password=password_of(db),
-        database=db.database,
-        min_size=min_size,
-        max_size=max_size,
-        command_timeout=600,
-        **extra,
-    )
-    assert pool is not None
-    return pool
+
+    async def attempt() -> asyncpg.Pool:
+        pool = await asyncpg.create_pool(
+            host=db.host,
+            port=db.port,
+            user=db.user,
+            password=password_of(db),
+            database=db.database,
+            min_size=min_size,
+            max_size=max_size,
+            command_timeout=600,
+            **extra,
+        )
+        assert pool is not None
+        return pool
+
+    return await _with_retry(db, attempt)
 
 
 # ---- tracing ------------------------------------------------------------------------------------

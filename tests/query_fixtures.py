@@ -8,6 +8,7 @@ requests go over HTTP, the database is PostgreSQL, the bucket is the stack's S3 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
@@ -17,6 +18,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from services.query.app import build_app
+from services.query.auth import parse_api_keys
 from services.query.options import QueryOptions
 from tests.stack import Stack
 
@@ -37,10 +39,13 @@ async def make_client(fresh: Stack, aws_credentials: None) -> AsyncIterator[Clie
     clients: list[TestClient[web.Request, web.Application]] = []
 
     async def make(
-        *, api_keys: str = "", options: QueryOptions | None = None, env: dict[str, str] | None = None
+        *, api_keys: str = "", options: QueryOptions | None = None
     ) -> TestClient[web.Request, web.Application]:
         settings = fresh.settings("hiring-query")
-        app = build_app(settings, api_keys=api_keys, options=options or QueryOptions(), env=env)
+        options = options or QueryOptions()
+        if api_keys:
+            options = dataclasses.replace(options, api_keys=parse_api_keys(api_keys))
+        app = build_app(settings, options)
         client = TestClient(TestServer(app))
         await client.start_server()
         clients.append(client)

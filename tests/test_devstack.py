@@ -10,14 +10,13 @@ import uuid
 from pathlib import Path
 from urllib.parse import unquote_plus
 
-import asyncpg
 import msgspec
 import pytest
 
 from services.dev.localaws import MotoServer
 from services.dev.postgres import EmbeddedPostgres
 from shared.config import load_settings
-from shared.db import connect, migrate, migrations
+from shared.db import DatabaseUnavailable, connect, migrate, migrations
 from tests.stack import Stack
 
 
@@ -61,7 +60,7 @@ async def test_postgres_runs_unprivileged_and_takes_password_over_tcp_and_socket
             assert await conn.fetchval("SELECT datcollate FROM pg_database WHERE datname = 'hiring'") == "C"
         finally:
             await conn.close()
-        with pytest.raises(asyncpg.InvalidPasswordError):
+        with pytest.raises(DatabaseUnavailable, match="password authentication failed"):
             await connect(msgspec.structs.replace(db, password="wrong"))
         # a unix socket, by its port and by RDS_ENDPOINT=<socket dir> alone (which means port 5432)
         by_dir = load_settings({**pg.env(), "RDS_ENDPOINT": str(pg.socket_dir)}, service_name="tests").db

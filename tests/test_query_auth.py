@@ -10,13 +10,12 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from structlog.testing import capture_logs
 
-from services.query.app import build_app
 from services.query.auth import parse_api_keys
+from services.query.options import load_options
 from shared.config import ConfigError
 
 if TYPE_CHECKING:
     from tests.query_fixtures import ClientFactory
-    from tests.stack import Stack
 
 pytest_plugins = ("tests.query_fixtures",)
 
@@ -75,11 +74,14 @@ def test_malformed_keys_are_a_config_error_that_never_shows_the_key(value: str, 
     assert "\n" not in message
 
 
-async def test_the_factory_reads_the_variable(fresh: Stack) -> None:
+def test_the_options_read_the_variables() -> None:
+    options = load_options({"HIRING_API_KEYS": "k3y-for-etl:read+upload", "HIRING_MAX_UPLOAD_BYTES": "1000"})
+    assert options.max_upload_bytes == 1000
+    assert len(options.api_keys) == 1 and options.api_keys.lookup("k3y-for-etl") is not None
     with pytest.raises(ConfigError, match="HIRING_API_KEYS"):
-        build_app(fresh.settings(), env={**fresh.env, "HIRING_API_KEYS": "short:read"})
+        load_options({"HIRING_API_KEYS": "short:read"})
     with pytest.raises(ConfigError, match="HIRING_MAX_UPLOAD_BYTES"):
-        build_app(fresh.settings(), env={**fresh.env, "HIRING_MAX_UPLOAD_BYTES": "1GB"})
+        load_options({"HIRING_MAX_UPLOAD_BYTES": "1GB"})
 
 
 # ---- over HTTP -------------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ async def test_liveness_and_readiness(client: Client) -> None:
 
 async def test_not_ready_when_the_bucket_is_missing(fresh: Stack, aws_credentials: None) -> None:
     settings = msgspec.structs.replace(fresh.settings("hiring-query"), bucket="no-such-bucket-here")
-    async with TestClient(TestServer(build_app(settings, api_keys="", options=QueryOptions()))) as client:
+    async with TestClient(TestServer(build_app(settings, QueryOptions()))) as client:
         response = await client.get("/readyz")
         assert response.status == 503
         body = await response.json()

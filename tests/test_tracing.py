@@ -468,7 +468,7 @@ async def test_without_an_endpoint_nothing_is_exported_and_no_exporter_thread_ru
         assert not telemetry.enabled
         assert isinstance(telemetry.tracer_provider, trace.NoOpTracerProvider)
 
-        client = TestClient(TestServer(build_app(settings, options=QueryOptions())))
+        client = TestClient(TestServer(build_app(settings, QueryOptions())))
         await client.start_server()
         stop = asyncio.Event()
         options = IngestOptions(ConsumerOptions(wait_seconds=1), LoadOptions())

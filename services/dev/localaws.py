@@ -82,6 +82,10 @@ class MotoServer:
         self.stop()
         raise LocalAwsError("moto server found no free port after 5 attempts")
 
+    def poll(self) -> int | None:
+        """The server's exit code once it has exited (reaped), None while it runs or before start."""
+        return self._proc.poll() if self._proc is not None else None
+
     def stop(self) -> None:
         proc, self._proc = self._proc, None
         if proc is not None:

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from services.dev.ports import free_port
-from services.dev.process import Account, child_env, run, spawn, stop
+from services.dev.process import Account, child_env, is_alive, run, spawn, stop
 
 DATABASE = "hiring"
 USER = "hiring"
@@ -219,6 +219,34 @@ class EmbeddedPostgres:
                 raise
             atexit.register(self.stop)
 
+    def poll(self) -> int | None:
+        """The server's exit code once it has exited (and is reaped: no zombie stays behind), None
+        while it runs or when it was never started."""
+        with self._lock:
+            return self._proc.poll() if self._proc is not None else None
+
+    def restart(self, timeout: float = 60.0) -> None:
+        """Start the server again on its data and its port after it died (or stop it first if it
+        still runs). Retries while the dead server's backends still hold its shared memory or its
+        port; PostgresError if it cannot come back within `timeout` seconds."""
+        with self._lock:
+            proc, self._proc = self._proc, None
+            if proc is not None:
+                stop(proc, [(signal.SIGINT, 10.0), (signal.SIGQUIT, 5.0)])  # reaps it
+            fixed, self._fixed_port = self._fixed_port, True  # clients know this port
+            deadline = time.monotonic() + timeout
+            try:
+                while True:
+                    try:
+                        self.start()
+                        return
+                    except PostgresError:
+                        if time.monotonic() > deadline:
+                            raise
+                        time.sleep(0.5)
+            finally:
+                self._fixed_port = fixed
+
     def stop(self) -> None:
         """Fast shutdown (SIGINT: roll back, disconnect clients), then immediate (SIGQUIT), then SIGKILL.
         SIGTERM would be a "smart" shutdown, which waits for every client to leave."""
@@ -383,7 +411,9 @@ class EmbeddedPostgres:
 
 
 def _is_postgres(pid: int) -> bool:
+    """A live PostgreSQL server has this pid: a zombie left by a killed one does not count."""
     try:
-        return Path(f"/proc/{pid}/comm").read_text().strip() in ("postgres", "postmaster")
+        name = Path(f"/proc/{pid}/comm").read_text().strip()
     except OSError:
         return False
+    return name in ("postgres", "postmaster") and is_alive(pid)

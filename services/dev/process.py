@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO
 
 _PR_SET_PDEATHSIG = 1
@@ -56,9 +57,11 @@ def spawn(
     death_signal: int,
     run_as: Account | None = None,
     env: Mapping[str, str] | None = None,
+    pass_fds: Sequence[int] = (),
 ) -> subprocess.Popen[bytes]:
     """Start a server as our direct child, in its own process group so a terminal's Ctrl-C reaches
-    only us (we stop children in order), and signalled with `death_signal` if we die first."""
+    only us (we stop children in order), and signalled with `death_signal` if we die first.
+    `pass_fds` stay open in the child under the same numbers (a listening socket we hand over)."""
     return subprocess.Popen(
         list(argv),
         stdin=subprocess.DEVNULL,
@@ -71,7 +74,18 @@ def spawn(
         user=run_as.uid if run_as else None,
         group=run_as.gid if run_as else None,
         extra_groups=[] if run_as else None,
+        pass_fds=tuple(pass_fds),
     )
+
+
+def is_alive(pid: int) -> bool:
+    """True when `pid` is a running process: a zombie (exited, not yet reaped by its parent) is not."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    state = stat.rpartition(")")[2].split()[:1]  # the name, in parentheses, may hold spaces
+    return bool(state) and state[0] not in ("Z", "X", "x")
 
 
 def run(

@@ -3,16 +3,24 @@
 Starts a throwaway PostgreSQL, moto's S3 + SQS with the bucket, queue, dead-letter queue and
 notification, applies the schema, then runs N `hiring ingest` consumers and `hiring query` as child
 processes, exactly as they run in production, and writes the env file other processes join with.
+Everything it starts it supervises: a child that dies is reaped, logged and restarted (PostgreSQL and
+S3 + SQS on the same ports); one that keeps dying stops the whole stack with a message saying so.
 Everything it starts it stops, in reverse order, on SIGTERM or Ctrl-C.
+
+The API's port is bound here, before anything starts, and the listening socket is handed to the
+`hiring query` child: a port in use is refused at once, the readiness probe can only reach our own
+child, and a restarted API takes the same socket.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -26,7 +34,7 @@ from pathlib import Path
 import structlog
 
 from services.dev.localaws import MotoServer, provision
-from services.dev.postgres import EmbeddedPostgres
+from services.dev.postgres import EmbeddedPostgres, PostgresError
 from services.dev.process import child_env, spawn, stop
 from shared.config import DEFAULT_BUCKET, load_settings
 from shared.db import connect, migrate
@@ -35,6 +43,32 @@ log = structlog.get_logger("dev")
 
 QUEUE_NAME = "hiring-ingest"
 REGION = "us-east-1"
+MAX_RESTARTS = 5  # within RESTART_WINDOW seconds; one more stops the stack
+RESTART_WINDOW = 60.0
+
+
+class StackFailed(RuntimeError):
+    """The stack cannot go on (a port in use, a part that keeps dying); the message says why."""
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on host:port for the API; StackFailed with one clear line when the
+    port is taken (no SO_REUSEPORT: a second listener would share the port's connections)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT of our own last run only
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise StackFailed(
+                f"port {port} on {host} is already in use (another hiring dev?): stop it or pass --port"
+            ) from None
+        raise StackFailed(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.set_inheritable(True)
+    return sock
 
 
 @dataclass(frozen=True)
@@ -48,11 +82,32 @@ class DevOptions:
 
 
 @dataclass
+class _Restarts:
+    """When a part of the stack was restarted; too many within the window means give up."""
+
+    name: str
+    times: list[float] = field(default_factory=list)
+
+    def note(self, code: int | None) -> None:
+        now = time.monotonic()
+        self.times = [t for t in self.times if now - t < RESTART_WINDOW] + [now]
+        if len(self.times) > MAX_RESTARTS:
+            raise StackFailed(
+                f"{self.name} exited {len(self.times)} times within {RESTART_WINDOW:.0f} s "
+                f"(last exit code {code}): stopping the stack; its output is above"
+            )
+        log.warning("exited; restarting", part=self.name, code=code, restart=len(self.times))
+
+
+@dataclass
 class _Child:
     name: str
     argv: list[str]
     proc: subprocess.Popen[bytes] | None = None
-    restarts: list[float] = field(default_factory=list)
+    pass_fds: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        self.restarts = _Restarts(self.name)
 
 
 def stack_env(
@@ -97,6 +152,7 @@ async def _migrate(env: dict[str, str]) -> list[str]:
 
 
 def _wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes]) -> None:
+    """Until `url` answers 200; RuntimeError if `proc` (the server behind it) exits first."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -120,9 +176,13 @@ class DevStack:
         self.moto = MotoServer(log_path=self.state_dir / "moto.log")
         self.children: list[_Child] = []
         self.env: dict[str, str] = {}
+        self.listener: socket.socket | None = None
         self._stopping = threading.Event()
+        self._postgres_restarts = _Restarts("PostgreSQL")
+        self._moto_restarts = _Restarts("the local S3 + SQS (moto)")
 
     def start(self) -> None:
+        self.listener = listen(self.options.host, self.options.port)  # first: a taken port stops us here
         self.state_dir.mkdir(parents=True, exist_ok=True)
         log.info("starting PostgreSQL", state_dir=str(self.state_dir))
         self.postgres.start()
@@ -137,9 +197,8 @@ class DevStack:
         cli = [sys.executable, "-m", "services.cli"]
         for i in range(self.options.consumers):
             self.children.append(_Child(f"ingest-{i + 1}", [*cli, "ingest"]))
-        self.children.append(
-            _Child("query", [*cli, "query", "--host", self.options.host, "--port", str(self.options.port)])
-        )
+        fd = self.listener.fileno()
+        self.children.append(_Child("query", [*cli, "query", "--listen-fd", str(fd)], pass_fds=(fd,)))
         for child in self.children:
             self._spawn(child)
         query = self.children[-1]
@@ -162,14 +221,18 @@ class DevStack:
         )
         cwd_root = str(Path(__file__).resolve().parents[2])  # the checkout, for `-m services.cli`
         env["PYTHONPATH"] = os.pathsep.join(p for p in (cwd_root, env.get("PYTHONPATH", "")) if p)
-        child.proc = spawn(child.argv, log=sys.stderr.buffer, death_signal=signal.SIGTERM, env=env)
+        child.proc = spawn(
+            child.argv, log=sys.stderr.buffer, death_signal=signal.SIGTERM, env=env, pass_fds=child.pass_fds
+        )
 
     def banner(self) -> str:
         api = f"http://{self._api_host()}:{self.options.port}"
         lines = [
             "hiring dev is up:",
             f"  API            {api}   (try: curl {api}/readyz)",
-            f"  consumers      {self.options.consumers} x hiring ingest",
+            f"  consumers      {self.options.consumers} x hiring ingest"
+            if self.options.consumers
+            else "  consumers      none (--consumers 0): run your own `hiring ingest` with the env file",
             f"  PostgreSQL     {self.env['RDS_ENDPOINT']} db={self.env['RDS_DB_NAME']}"
             f" user={self.env['RDS_USERNAME']}",
             f"  S3 + SQS       {self.env['AWS_ENDPOINT_URL']} bucket={self.env['S3_RAW_BUCKET']}",
@@ -191,18 +254,38 @@ class DevStack:
         return "\n".join(lines)
 
     def watch(self, stop_event: threading.Event) -> None:
-        """Restart a child that dies (with a back-off) until stop_event is set."""
-        while not stop_event.wait(1.0):
+        """Until stop_event is set: reap, log and restart whatever exited (PostgreSQL and S3 + SQS on
+        their ports, so every client's settings stay right). StackFailed when a part keeps dying."""
+        while not stop_event.wait(0.5):
+            code = self.postgres.poll()
+            if code is not None:
+                self._postgres_restarts.note(code)
+                try:
+                    self.postgres.restart()
+                except PostgresError as exc:
+                    raise StackFailed(f"PostgreSQL exited and could not restart: {exc}") from None
+                log.info("PostgreSQL is back", endpoint=self.postgres.endpoint)
+            code = self.moto.poll()
+            if code is not None:
+                self._moto_restarts.note(code)
+                self._restart_moto()
             for child in self.children:
                 if child.proc is not None and child.proc.poll() is not None:
-                    now = time.monotonic()
-                    child.restarts = [t for t in child.restarts if now - t < 60] + [now]
-                    log.warning("child exited; restarting", child=child.name, code=child.proc.returncode)
-                    if len(child.restarts) > 5:
-                        log.error("child keeps crashing; giving up on it", child=child.name)
-                        child.proc = None
-                        continue
+                    child.restarts.note(child.proc.returncode)
                     self._spawn(child)
+
+    def _restart_moto(self) -> None:
+        """moto keeps its state in memory: it comes back empty, on the same port, and is provisioned
+        again (bucket, queues, notification); objects stored before are gone."""
+        port, self.moto = self.moto.port, MotoServer(port=self.moto.port, log_path=self.moto.log_path)
+        try:
+            endpoint = self.moto.start()
+            provision(endpoint, REGION, DEFAULT_BUCKET, QUEUE_NAME)
+        except Exception as exc:
+            raise StackFailed(
+                f"the local S3 + SQS exited and could not restart on port {port}: {exc}"
+            ) from None
+        log.warning("the local S3 + SQS is back, empty: objects uploaded before are gone", endpoint=endpoint)
 
     def stop(self) -> None:
         if self._stopping.is_set():
@@ -214,6 +297,8 @@ class DevStack:
                 proc.send_signal(signal.SIGTERM)
         for proc in procs:
             stop(proc, [(signal.SIGTERM, 25.0)])
+        if self.listener is not None:
+            self.listener.close()
         self.moto.stop()
         self.postgres.stop()
         if self.options.env_file and self.options.env_file.exists():
@@ -248,9 +333,13 @@ def run_dev(options: DevOptions) -> int:
         return 0
     except _Interrupted:
         return 0
+    except StackFailed as exc:
+        log.error(f"hiring dev: {exc}")
+        return 1
     except Exception as exc:
         log.error("hiring dev failed", error=f"{type(exc).__name__}: {exc}")
         return 1
     finally:
         stack.stop()
-        log.info("stopped")
+        if stack.listener is not None:  # else nothing had started: the error line says it all
+            log.info("stopped")

@@ -1,14 +1,14 @@
-"""The query service's composition root: `build_app` wires settings, the database pool, the S3 client,
-the metrics cache and the routes; `serve` / `run` put it on a port until SIGTERM or SIGINT."""
+"""The query service's composition root: `build_app` wires settings, options, the database pool, the
+S3 client, the metrics cache and the routes; `serve` puts it on a port until told to stop.
+
+`hiring query` (services/cli.py) is the one entry point: it reads the settings and options once,
+handles the signals, and calls these two."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import dataclasses
-import os
-import signal
-from collections.abc import AsyncIterator, Mapping, Sequence
+import socket
+from collections.abc import AsyncIterator, Sequence
 from typing import Final
 
 import structlog
@@ -27,11 +27,11 @@ from services.query import (
     routes_rows,
     routes_uploads,
 )
-from services.query.auth import ApiKeys, auth_middleware, parse_api_keys
+from services.query.auth import auth_middleware
 from services.query.cache import MetricsCache
 from services.query.endpoints import Endpoint
-from services.query.errors import error_middleware
-from services.query.options import QueryOptions, load_options
+from services.query.errors import error_middleware, expect_continue
+from services.query.options import QueryOptions
 from services.query.state import METRICS, OPENAPI, OPTIONS, POOL, S3, SETTINGS, STOPPING, TELEMETRY
 from services.query.tracing import telemetry_middleware
 from shared import db
@@ -55,25 +55,16 @@ ENDPOINTS: Final[tuple[Endpoint, ...]] = (
 )
 
 
+class ListenError(Exception):
+    """The API's address cannot be bound (in use, or not ours); str() is one line saying so."""
+
+
 def build_app(
-    settings: Settings,
-    *,
-    api_keys: ApiKeys | str | None = None,
-    options: QueryOptions | None = None,
-    env: Mapping[str, str] | None = None,
-    telemetry: Telemetry | None = None,
+    settings: Settings, options: QueryOptions, *, telemetry: Telemetry | None = None
 ) -> web.Application:
-    """The query API. Service options come from `options`, else from `env` (default: os.environ):
-    HIRING_MAX_UPLOAD_BYTES, HIRING_API_KEYS, HIRING_QUERY_DB_POOL. `api_keys` (an ApiKeys or a string
-    in the HIRING_API_KEYS format; "" means open) overrides the keys of either.
+    """The query API: `settings` are CONTRACT §3's, `options` the service's own (options.load_options).
     Telemetry: `telemetry` (the caller shuts it down), else built from `settings.telemetry` and shut
-    down (flushed) with the app.
-    Raises shared.config.ConfigError naming a malformed variable."""
-    if options is None:
-        options = load_options(os.environ if env is None else env)
-    if api_keys is not None:
-        keys = parse_api_keys(api_keys) if isinstance(api_keys, str) else api_keys
-        options = dataclasses.replace(options, api_keys=keys)
+    down (flushed) with the app."""
     by_route: dict[tuple[str, str], Endpoint] = {(ep.method, ep.path): ep for ep in ENDPOINTS}
     owned = telemetry is None
     telemetry = setup_telemetry(settings.telemetry) if telemetry is None else telemetry
@@ -96,11 +87,13 @@ def build_app(
 
 
 def _add_routes(app: web.Application, endpoints: Sequence[Endpoint]) -> None:
+    default_expect = expect_continue()
     for ep in endpoints:
-        if ep.method == "GET":
-            app.router.add_get(ep.path, ep.handler)
+        expect = ep.expect or default_expect
+        if ep.method == "GET":  # and HEAD
+            app.router.add_get(ep.path, ep.handler, expect_handler=expect)
         else:
-            app.router.add_route(ep.method, ep.path, ep.handler)
+            app.router.add_route(ep.method, ep.path, ep.handler, expect_handler=expect)
 
 
 def _tracer(app: web.Application) -> trace.Tracer | None:
@@ -137,37 +130,34 @@ async def _s3(app: web.Application) -> AsyncIterator[None]:
 
 
 async def serve(
-    settings: Settings,
+    app: web.Application,
+    stop: asyncio.Event,
+    *,
     host: str = "0.0.0.0",
     port: int = 8080,
-    *,
-    app: web.Application | None = None,
-    stop: asyncio.Event | None = None,
+    sock: socket.socket | None = None,
     started: asyncio.Event | None = None,
 ) -> None:
-    """Serve until `stop` is set, or (without `stop`) until SIGTERM or SIGINT; then finish the
-    requests in flight and close the pool and the S3 client. `started` is set once it listens."""
-    app = app if app is not None else build_app(settings)
+    """Serve `app` on host:port, or on `sock` (a listening socket handed over by a supervisor), until
+    `stop` is set; then finish the requests in flight and close the pool and the S3 client.
+    `started` is set once it listens. ListenError when the port cannot be bound."""
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=10.0)
     await runner.setup()
-    own_signals: list[signal.Signals] = []
-    if stop is None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread
-                loop.add_signal_handler(sig, stop.set)
-                own_signals.append(sig)
     try:
-        site = web.TCPSite(runner, host, port)
-        await site.start()
+        site: web.BaseSite = (
+            web.SockSite(runner, sock) if sock is not None else web.TCPSite(runner, host, port)
+        )
+        try:
+            await site.start()
+        except OSError as exc:
+            raise ListenError(f"cannot listen on {site.name}: {exc.strerror or exc}") from exc
+        settings, options = app[SETTINGS], app[OPTIONS]
         log.info(
             "query.listening",
-            host=host,
-            port=port,
+            address=site.name,
             database=settings.db.dsn_summary(),
             bucket=settings.bucket,
-            api_keys=len(app[OPTIONS].api_keys) or "none (open)",
+            api_keys=len(options.api_keys) or "none (open)",
         )
         if started is not None:
             started.set()
@@ -181,12 +171,5 @@ async def serve(
             await asyncio.sleep(grace)
         log.info("query.stopping")
     finally:
-        for sig in own_signals:
-            asyncio.get_running_loop().remove_signal_handler(sig)
         await runner.cleanup()
     log.info("query.stopped")
-
-
-def run(settings: Settings, host: str = "0.0.0.0", port: int = 8080) -> None:
-    """Blocking entry point for `hiring query`: serve until SIGTERM or SIGINT."""
-    asyncio.run(serve(settings, host, port))

@@ -9,6 +9,8 @@ from typing import Any, Literal
 
 from aiohttp import web
 
+from services.query.errors import ExpectHandler
+
 Scope = Literal["read", "upload", "admin"]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -26,7 +28,7 @@ class Param:
 
 @dataclass(frozen=True)
 class Endpoint:
-    method: Literal["GET", "POST", "DELETE"]
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
     path: str  # aiohttp's canonical form, `{name}` for path parameters (the same in OpenAPI)
     handler: Handler
     summary: str
@@ -35,3 +37,4 @@ class Endpoint:
     params: tuple[Param, ...] = ()
     request_body: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # content type -> schema
     csv_columns: tuple[str, ...] = ()  # non-empty: also answers text/csv with these columns
+    expect: ExpectHandler | None = None  # answers `Expect: 100-continue`; None: errors.expect_continue()

@@ -6,10 +6,11 @@ from typing import Final
 
 from aiohttp import web
 
+from services.query import formats
 from services.query.endpoints import Endpoint, Param
-from services.query.http import csv_response, raw_json_response, wants_csv
+from services.query.http import CSV, VARY_ACCEPT, csv_response, raw_json_response
 from services.query.metrics import DEPARTMENTS_COLUMNS, HIRES_COLUMNS
-from services.query.params import int_param
+from services.query.params import int_param, single
 from services.query.schemas import DepartmentRow, ErrorBody, HireRow
 from services.query.state import METRICS
 
@@ -22,17 +23,19 @@ def parse_year(raw: str | None) -> int:
 
 
 async def hires(request: web.Request) -> web.Response:
-    year = await request.app[METRICS].year(parse_year(request.query.get("year")))
-    if wants_csv(request.headers.get("Accept", "")):
-        return csv_response(year.hires_csv)
-    return raw_json_response(year.hires_json)
+    chosen = formats.pick(request)
+    year = await request.app[METRICS].year(parse_year(single(request.query, "year")))
+    if chosen == CSV:
+        return csv_response(year.hires_csv, headers=VARY_ACCEPT)
+    return raw_json_response(year.hires_json, headers=VARY_ACCEPT)
 
 
 async def departments(request: web.Request) -> web.Response:
-    year = await request.app[METRICS].year(parse_year(request.query.get("year")))
-    if wants_csv(request.headers.get("Accept", "")):
-        return csv_response(year.departments_csv)
-    return raw_json_response(year.departments_json)
+    chosen = formats.pick(request)
+    year = await request.app[METRICS].year(parse_year(single(request.query, "year")))
+    if chosen == CSV:
+        return csv_response(year.departments_csv, headers=VARY_ACCEPT)
+    return raw_json_response(year.departments_json, headers=VARY_ACCEPT)
 
 
 _YEAR = Param(
@@ -41,7 +44,7 @@ _YEAR = Param(
     {"type": "integer", "minimum": 1, "maximum": 9999, "default": DEFAULT_YEAR},
     "the calendar year (UTC)",
 )
-_ERRORS = {400: ErrorBody, 401: ErrorBody, 403: ErrorBody}
+_ERRORS = {400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 406: ErrorBody}
 
 ENDPOINTS: Final = (
     Endpoint(

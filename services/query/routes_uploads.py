@@ -5,20 +5,24 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
+import warnings
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Final
 from urllib.parse import unquote
 
 import structlog
-from aiohttp import BodyPartReader, web
+from aiohttp import BodyPartReader, hdrs, web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.multipart import content_disposition_filename, parse_content_disposition
+from aiohttp.web_protocol import RequestPayloadError
 from botocore.exceptions import BotoCoreError, ClientError
 
-from services.query import rejects_csv, sql, upload_refs
+from services.query import formats, rejects_csv, sql, upload_refs
 from services.query.endpoints import Endpoint, Param
-from services.query.errors import ApiError
-from services.query.http import json_response, wants_csv
-from services.query.params import int_param
+from services.query.errors import ApiError, expect_continue
+from services.query.http import CSV, VARY_ACCEPT, json_response
+from services.query.params import int_param, single
 from services.query.schemas import (
     ErrorBody,
     Reject,
@@ -40,8 +44,14 @@ RAW_CONTENT_TYPES: Final = frozenset(
 )
 DEFAULT_REJECTS_LIMIT: Final = 1000
 MAX_REJECTS_LIMIT: Final = 10_000
+MAX_OFFSET: Final = 2**31 - 1
 _KNOWN: Final = ", ".join(sorted(TABLES))
-_UNSAFE_NAME_CHARS: Final = re.compile(r"[\x00-\x1f\x7f]")
+MAX_NAME_CHARS: Final = 200  # keeps `<table>/<uuid>/<name>` within S3's 1024-byte key limit
+# control characters (PostgreSQL text refuses NUL) and what XML 1.0, which S3 answers in, cannot carry
+_UNSAFE_NAME_CHARS: Final = re.compile(r"[\x00-\x1f\x7f\ufffe\uffff]")
+# errors aiohttp raises for a body it cannot read as the client framed it (multipart boundaries and
+# part headers, chunked or compressed transfer): the client's fault, a 400
+_BODY_ERRORS: Final = (ValueError, AssertionError, HttpProcessingError, RequestPayloadError)
 
 
 def _known_table(table: str, where: str) -> str:
@@ -50,15 +60,52 @@ def _known_table(table: str, where: str) -> str:
     return table
 
 
+def base_name(name: str) -> str:
+    """The file's base name as a client sent it, made safe to store and show: valid UTF-8 (what is
+    not becomes U+FFFD), no control characters, no directories (`/` or a Windows path's `\\`),
+    surrounding whitespace trimmed, at most MAX_NAME_CHARS characters. May be empty."""
+    try:  # aiohttp keeps undecodable header bytes as surrogate escapes: back to bytes
+        raw = name.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        raw = name.encode("utf-8", "surrogatepass")
+    text = _UNSAFE_NAME_CHARS.sub("", raw.decode("utf-8", "replace"))
+    text = text.replace("\\", "/").rsplit("/", 1)[-1].strip()
+    if len(text) <= MAX_NAME_CHARS:
+        return text
+    stem, dot, suffix = text.rpartition(".")
+    if dot and stem and len(suffix) < 16:  # keep the start (it names the table) and the extension
+        return stem[: MAX_NAME_CHARS - len(suffix) - 1] + "." + suffix
+    return text[:MAX_NAME_CHARS]
+
+
 def safe_filename(name: str | None, table: str) -> str:
-    """The file name part of the key: the base name the client gave (no directories, no control
-    characters), ending in `.csv` so the consumer takes it; `<table>.csv` when there is none."""
-    base = _UNSAFE_NAME_CHARS.sub("", (name or "").replace("\\", "/").rsplit("/", 1)[-1]).strip()
+    """The file name part of the key: the base name, ending in `.csv` so the consumer takes it;
+    `<table>.csv` when there is none."""
+    base = base_name(name or "")
     if base in ("", ".", ".."):
         base = f"{table}.csv"
     if not base.lower().endswith(".csv"):
         base += ".csv"
     return base
+
+
+def part_filename(part: BodyPartReader) -> str | None:
+    """The `filename` of a part's Content-Disposition (RFC 7578), percent-decoded, None for a plain
+    form field. Browsers send backslashes unescaped (`C:\\data\\jobs.csv`): they are kept, not read
+    as quoted-string escapes. ApiError 400 when the header names a file that cannot be read."""
+    header = part.headers.get(hdrs.CONTENT_DISPOSITION)
+    if header is None:
+        return None
+    with warnings.catch_warnings():  # aiohttp warns about malformed headers: we answer them instead
+        warnings.simplefilter("ignore")
+        _, params = parse_content_disposition(header.replace("\\", "\\\\"))
+        name = content_disposition_filename(params, "filename")
+    if name is None:
+        if "filename" in header.lower():
+            raise ApiError(400, f"malformed multipart body: cannot read the file name in {header[:200]!r}")
+        return None
+    # clients such as aiohttp percent-encode the name; others send it raw (where a '%' is rare)
+    return unquote(name)
 
 
 @dataclass(frozen=True)
@@ -70,7 +117,8 @@ class _File:
 
     def row(self) -> sql.NewUpload:
         w = self.writer
-        return sql.NewUpload(self.id, self.table, w.bucket, w.key, self.filename, w.size, current_trace_id())
+        name = base_name(self.filename) if self.filename is not None else None
+        return sql.NewUpload(self.id, self.table, w.bucket, w.key, name or None, w.size, current_trace_id())
 
 
 class _Batch:
@@ -125,7 +173,9 @@ class _Batch:
                 log.error("upload.rollback_failed", error=str(exc), uploads=[str(f.id) for f in self.files])
 
 
-async def _part_chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
+async def _part_chunks(part: BodyPartReader, first: bytes = b"") -> AsyncIterator[bytes]:
+    if first:
+        yield first
     while chunk := await part.read_chunk(READ_SIZE):
         yield chunk
     if not part.at_eof():  # the body ended before the part's closing boundary: a truncated file
@@ -140,10 +190,15 @@ async def _receive_multipart(request: web.Request, batch: _Batch, table_param: s
             return
         if not isinstance(part, BodyPartReader):
             raise ApiError(400, "nested multipart bodies are not supported: send one file per part")
-        if part.filename is None:
+        filename = part_filename(part)
+        if filename is None:
             continue  # a plain form field: nothing to store
-        # clients such as aiohttp percent-encode the name; others send it raw (where a '%' is rare)
-        filename = unquote(part.filename)
+        first = b""
+        if not base_name(filename):
+            # a form's file input left blank: browsers send filename="" and no bytes
+            first = await part.read_chunk(READ_SIZE)
+            if not first and part.at_eof():
+                continue
         if table_param is not None and batch.files:
             raise ApiError(
                 400, "?table= applies to a single file part; name each file after its table instead"
@@ -151,15 +206,23 @@ async def _receive_multipart(request: web.Request, batch: _Batch, table_param: s
         if table_param is not None:
             table = table_param
         else:
-            found = table_for_key(filename)
+            found = table_for_key(base_name(filename))
             if found is None:
                 raise ApiError(
                     400,
-                    f"cannot tell the table of file {filename!r}: name it after one of the known "
-                    f"tables ({_KNOWN}), e.g. jobs.csv, or pass ?table=",
+                    f"cannot tell the table of file {base_name(filename)!r}: name it after one of the "
+                    f"known tables ({_KNOWN}), e.g. jobs.csv, or pass ?table=",
                 )
             table = found
-        await batch.receive(table, filename, _part_chunks(part))
+        await batch.receive(table, filename, _part_chunks(part, first))
+
+
+def _body_error(exc: BaseException, what: str) -> ApiError:
+    if isinstance(exc, RequestPayloadError) and exc.__cause__ is not None:
+        exc = exc.__cause__  # the parser's own error says what was wrong
+    detail = exc.message if isinstance(exc, HttpProcessingError) else str(exc)
+    detail = " ".join(detail.split())[:300] or type(exc).__name__
+    return ApiError(400, f"malformed {what}: {detail}")
 
 
 async def upload(request: web.Request) -> web.Response:
@@ -167,28 +230,29 @@ async def upload(request: web.Request) -> web.Response:
     declared = request.content_length
     if declared is not None and declared > request.app[OPTIONS].max_upload_bytes:
         raise ApiError(413, batch.too_large(declared))
-    table_param = request.query.get("table")
+    table_param = single(request.query, "table")
     if table_param is not None:
         _known_table(table_param, "?table=")
     content_type = request.content_type
     try:
-        if content_type == "multipart/form-data":
-            try:
+        try:
+            if content_type == "multipart/form-data":
                 await _receive_multipart(request, batch, table_param)
-            except (ValueError, AssertionError) as exc:  # what aiohttp raises on a malformed body
-                raise ApiError(400, f"malformed multipart body: {exc}") from None
-            if not batch.files:
-                raise ApiError(400, "no file part: send each CSV as a multipart part with a filename")
-        elif content_type in RAW_CONTENT_TYPES:
-            if table_param is None:
-                raise ApiError(400, f"a raw CSV body needs ?table= (one of {_KNOWN})")
-            await batch.receive(table_param, None, request.content.iter_chunked(READ_SIZE))
-        else:
-            raise ApiError(
-                415,
-                f"unsupported Content-Type {content_type!r}: send multipart/form-data with file parts "
-                "or a text/csv body with ?table=",
-            )
+                if not batch.files:
+                    raise ApiError(400, "no file part: send each CSV as a multipart part with a filename")
+            elif content_type in RAW_CONTENT_TYPES:
+                if table_param is None:
+                    raise ApiError(400, f"a raw CSV body needs ?table= (one of {_KNOWN})")
+                await batch.receive(table_param, None, request.content.iter_chunked(READ_SIZE))
+            else:
+                raise ApiError(
+                    415,
+                    f"unsupported Content-Type {content_type!r}: send multipart/form-data with file "
+                    "parts or a text/csv body with ?table=",
+                )
+        except _BODY_ERRORS as exc:
+            what = "multipart body" if content_type == "multipart/form-data" else "request body"
+            raise _body_error(exc, what) from None
         await batch.commit()
     except (BotoCoreError, ClientError) as exc:
         await asyncio.shield(batch.rollback())
@@ -218,9 +282,10 @@ async def upload_status(request: web.Request) -> web.Response:
 
 async def upload_rejects(request: web.Request) -> web.StreamResponse:
     row = await upload_refs.from_path(request)
-    given_limit = request.query.get("limit")
-    offset = int_param(request.query.get("offset"), "offset", 0, 0, 2**31 - 1)
-    if wants_csv(request.headers.get("Accept", "")):  # an export: every reject unless ?limit= is given
+    chosen = formats.pick(request)
+    given_limit = single(request.query, "limit")
+    offset = int_param(single(request.query, "offset"), "offset", 0, 0, MAX_OFFSET)
+    if chosen == CSV:  # an export: every reject unless ?limit= is given
         limit_or_all = None if given_limit is None else int_param(given_limit, "limit", 0, 1, 2**31 - 1)
         return await rejects_csv.stream(request, row, offset, limit_or_all)
     limit = int_param(given_limit, "limit", DEFAULT_REJECTS_LIMIT, 1, MAX_REJECTS_LIMIT)
@@ -239,9 +304,11 @@ async def upload_rejects(request: web.Request) -> web.StreamResponse:
         next_offset=next_offset,
         rejects=rejects,
     )
-    response = json_response(body)
-    response.headers["Vary"] = "Accept"
-    return response
+    return json_response(body, headers=VARY_ACCEPT)
+
+
+def _max_upload(request: web.Request) -> int:
+    return request.app[OPTIONS].max_upload_bytes
 
 
 _ID = Param(
@@ -268,7 +335,9 @@ ENDPOINTS: Final = (
             403: ErrorBody,
             413: ErrorBody,
             415: ErrorBody,
+            417: ErrorBody,
         },
+        expect=expect_continue(_max_upload),
         params=(
             Param(
                 "table",
@@ -302,7 +371,7 @@ ENDPOINTS: Final = (
         "The rejected rows of an upload (line, raw text, reason), ordered by line; as CSV (every row,"
         " unless ?limit= is given) when Accept prefers text/csv",
         scope="read",
-        responses={200: RejectsPage, **_ERRORS},
+        responses={200: RejectsPage, **_ERRORS, 406: ErrorBody},
         csv_columns=rejects_csv.COLUMNS,
         params=(
             _ID,
@@ -317,7 +386,12 @@ ENDPOINTS: Final = (
                 },
                 "page size",
             ),
-            Param("offset", "query", {"type": "integer", "minimum": 0, "default": 0}, "rows to skip"),
+            Param(
+                "offset",
+                "query",
+                {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET, "default": 0},
+                "rows to skip",
+            ),
         ),
     ),
 )
