@@ -13,7 +13,7 @@ from pathlib import Path
 
 from shared.config import ConfigError, Settings, load_settings
 from shared.db import DatabaseUnavailable
-from shared.logs import configure_logging
+from shared.logs import configure_logging, fatal, loop_exception_handler
 
 
 def _settings(service: str, *, require_queue: bool = False) -> Settings:
@@ -26,6 +26,7 @@ def _run_until_signal(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
     async def runner() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+        loop.set_exception_handler(loop_exception_handler)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await main(stop)
@@ -59,7 +60,7 @@ def cmd_query(args: argparse.Namespace) -> int:
     try:
         _run_until_signal(main)
     except ListenError as exc:
-        print(f"hiring query: {exc}", file=sys.stderr)
+        fatal("hiring query", str(exc))
         return 1
     return 0
 
@@ -288,10 +289,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.func(args)
     except ConfigError as exc:
-        print(f"hiring {args.command}: configuration error: {exc}", file=sys.stderr)
+        fatal(f"hiring {args.command}", f"configuration error: {exc}")
         return 2
     except DatabaseUnavailable as exc:
-        print(f"hiring {args.command}: {exc}", file=sys.stderr)
+        fatal(f"hiring {args.command}", str(exc))
         return 1
     except KeyboardInterrupt:
         return 130

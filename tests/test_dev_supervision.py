@@ -113,8 +113,10 @@ def test_hiring_query_on_a_port_in_use_says_so_in_one_line(stack: Stack) -> None
             check=False,
         )
     assert done.returncode == 1
-    last = done.stderr.decode().strip().splitlines()[-1]
-    assert last.startswith("hiring query: cannot listen on") and str(port) in last, last
+    lines = done.stderr.decode().strip().splitlines()
+    last = json.loads(lines[-1])  # JSON logs: the last line too
+    assert last["event"] == "service.failed" and last["service"] == "hiring-query"
+    assert last["error"].startswith("cannot listen on") and str(port) in last["error"], last
     assert b"Traceback" not in done.stderr
 
 
@@ -264,16 +266,17 @@ def test_a_service_without_a_database_retries_then_exits_with_one_line(stack: St
     assert done.returncode == 1
     assert done.stdout == b""
     lines = done.stderr.decode().strip().splitlines()
-    *logged, last = lines
-    events = [json.loads(line) for line in logged]  # every line a service writes is one JSON object
+    events = [json.loads(line) for line in lines]  # every line a service writes is one JSON object
     retries = [e for e in events if e["event"] == "db.unreachable"]
     assert len(retries) >= 3, lines  # 0.5 + 1 + 2 s of backoff fit in 3 s
     assert [e["attempt"] for e in retries] == list(range(1, len(retries) + 1))
     assert all("ConnectionRefusedError" in e["reason"] or "OSError" in e["reason"] for e in retries), retries
-    assert last.startswith("hiring query: PostgreSQL at hiring@127.0.0.1:") and "unreachable after" in last, (
-        last
+    last = events[-1]
+    assert (last["event"], last["level"], last["service"]) == ("service.failed", "error", "hiring-query")
+    assert (
+        last["error"].startswith("PostgreSQL at hiring@127.0.0.1:") and "unreachable after" in last["error"]
     )
-    assert "HIRING_DB_START_TIMEOUT" in last
+    assert "HIRING_DB_START_TIMEOUT" in last["error"]
     assert time.monotonic() - started < 60
 
 
