@@ -16,6 +16,7 @@ from aiohttp import web
 from opentelemetry import trace
 
 from services.query import (
+    cors,
     health,
     openapi,
     projection,
@@ -69,9 +70,12 @@ def build_app(
     owned = telemetry is None
     telemetry = setup_telemetry(settings.telemetry) if telemetry is None else telemetry
     middlewares = [error_middleware, auth_middleware(options.api_keys, by_route)]
+    app = web.Application()
+    if options.cors_origins:
+        cors.install(app, middlewares, options.cors_origins)
     if telemetry.enabled:  # outermost: its span sees the final status of every answer
         middlewares.insert(0, telemetry_middleware(telemetry.tracer(SCOPE), telemetry.meter(SCOPE)))
-    app = web.Application(middlewares=middlewares)
+    app.middlewares.extend(middlewares)
     app[TELEMETRY] = telemetry
     if owned:
         app.on_cleanup.append(_shutdown_telemetry)
@@ -141,7 +145,14 @@ async def serve(
     """Serve `app` on host:port, or on `sock` (a listening socket handed over by a supervisor), until
     `stop` is set; then finish the requests in flight and close the pool and the S3 client.
     `started` is set once it listens. ListenError when the port cannot be bound."""
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=10.0)
+    runner = web.AppRunner(
+        app,
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=10.0,
+        # also bounds how long a connection may take to send a request head (slow clients)
+        keepalive_timeout=app[OPTIONS].header_timeout,
+    )
     await runner.setup()
     try:
         site: web.BaseSite = (

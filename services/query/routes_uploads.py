@@ -6,9 +6,9 @@ import asyncio
 import re
 import uuid
 import warnings
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, TypeVar
 from urllib.parse import unquote
 
 import structlog
@@ -37,6 +37,7 @@ from shared.dictionary import TABLES, table_for_key
 from shared.telemetry import TRACEPARENT, current_trace_id, current_traceparent
 
 log = structlog.get_logger()
+T = TypeVar("T")
 
 READ_SIZE: Final = 256 * 1024
 RAW_CONTENT_TYPES: Final = frozenset(
@@ -173,19 +174,39 @@ class _Batch:
                 log.error("upload.rollback_failed", error=str(exc), uploads=[str(f.id) for f in self.files])
 
 
-async def _part_chunks(part: BodyPartReader, first: bytes = b"") -> AsyncIterator[bytes]:
+async def _timely(aw: Awaitable[T], seconds: float) -> T:
+    """`await aw`, a read of the request body: ApiError 408 when the client sends nothing for
+    `seconds` (a stalled upload must not hold its connection and buffers forever)."""
+    try:
+        async with asyncio.timeout(seconds):
+            return await aw
+    except TimeoutError:
+        raise ApiError(
+            408,
+            f"the request body stalled: nothing arrived for {seconds:g} s (HIRING_HTTP_BODY_TIMEOUT)",
+            headers={"Connection": "close"},
+        ) from None
+
+
+async def _raw_chunks(request: web.Request, seconds: float) -> AsyncIterator[bytes]:
+    while chunk := await _timely(request.content.read(READ_SIZE), seconds):
+        yield chunk
+
+
+async def _part_chunks(part: BodyPartReader, seconds: float, first: bytes = b"") -> AsyncIterator[bytes]:
     if first:
         yield first
-    while chunk := await part.read_chunk(READ_SIZE):
+    while chunk := await _timely(part.read_chunk(READ_SIZE), seconds):
         yield chunk
     if not part.at_eof():  # the body ended before the part's closing boundary: a truncated file
         raise ApiError(400, f"malformed multipart body: the part of {part.filename!r} is cut short")
 
 
 async def _receive_multipart(request: web.Request, batch: _Batch, table_param: str | None) -> None:
+    seconds = request.app[OPTIONS].body_timeout
     reader = await request.multipart()
     while True:
-        part = await reader.next()
+        part = await _timely(reader.next(), seconds)
         if part is None:
             return
         if not isinstance(part, BodyPartReader):
@@ -196,7 +217,7 @@ async def _receive_multipart(request: web.Request, batch: _Batch, table_param: s
         first = b""
         if not base_name(filename):
             # a form's file input left blank: browsers send filename="" and no bytes
-            first = await part.read_chunk(READ_SIZE)
+            first = await _timely(part.read_chunk(READ_SIZE), seconds)
             if not first and part.at_eof():
                 continue
         if table_param is not None and batch.files:
@@ -214,7 +235,7 @@ async def _receive_multipart(request: web.Request, batch: _Batch, table_param: s
                     f"known tables ({_KNOWN}), e.g. jobs.csv, or pass ?table=",
                 )
             table = found
-        await batch.receive(table, filename, _part_chunks(part, first))
+        await batch.receive(table, filename, _part_chunks(part, seconds, first))
 
 
 def _body_error(exc: BaseException, what: str) -> ApiError:
@@ -243,7 +264,8 @@ async def upload(request: web.Request) -> web.Response:
             elif content_type in RAW_CONTENT_TYPES:
                 if table_param is None:
                     raise ApiError(400, f"a raw CSV body needs ?table= (one of {_KNOWN})")
-                await batch.receive(table_param, None, request.content.iter_chunked(READ_SIZE))
+                body_timeout = request.app[OPTIONS].body_timeout
+                await batch.receive(table_param, None, _raw_chunks(request, body_timeout))
             else:
                 raise ApiError(
                     415,
@@ -281,14 +303,14 @@ async def upload_status(request: web.Request) -> web.Response:
 
 
 async def upload_rejects(request: web.Request) -> web.StreamResponse:
-    row = await upload_refs.from_path(request)
     chosen = formats.pick(request)
     given_limit = single(request.query, "limit")
     offset = int_param(single(request.query, "offset"), "offset", 0, 0, MAX_OFFSET)
     if chosen == CSV:  # an export: every reject unless ?limit= is given
         limit_or_all = None if given_limit is None else int_param(given_limit, "limit", 0, 1, 2**31 - 1)
-        return await rejects_csv.stream(request, row, offset, limit_or_all)
+        return await rejects_csv.stream(request, await upload_refs.from_path(request), offset, limit_or_all)
     limit = int_param(given_limit, "limit", DEFAULT_REJECTS_LIMIT, 1, MAX_REJECTS_LIMIT)
+    row = await upload_refs.from_path(request)
     rejects: list[Reject] = []
     next_offset: int | None = None
     if row.object_id is not None:
@@ -334,6 +356,7 @@ ENDPOINTS: Final = (
             401: ErrorBody,
             403: ErrorBody,
             413: ErrorBody,
+            408: ErrorBody,
             415: ErrorBody,
             417: ErrorBody,
         },
