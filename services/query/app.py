@@ -82,7 +82,7 @@ def build_app(
     app[SETTINGS] = settings
     app[OPTIONS] = options
     app[STOPPING] = asyncio.Event()
-    app[OPENAPI] = openapi.render(ENDPOINTS)
+    app[OPENAPI] = openapi.render(ENDPOINTS, secured=options.api_keys.enabled)
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(projection.folding)  # keeps the hires projection's backlog small
     app.cleanup_ctx.append(_s3)

@@ -37,4 +37,5 @@ class Endpoint:
     params: tuple[Param, ...] = ()
     request_body: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # content type -> schema
     csv_columns: tuple[str, ...] = ()  # non-empty: also answers text/csv with these columns
+    media_types: tuple[str, ...] = ()  # non-empty: its 2xx answers are these, not JSON (a page, a file)
     expect: ExpectHandler | None = None  # answers `Expect: 100-continue`; None: errors.expect_continue()

@@ -28,14 +28,41 @@ def response_types(endpoints: Sequence[Endpoint]) -> list[Any]:
     return seen
 
 
-def build_document(endpoints: Sequence[Endpoint], *, version: str = "0.1.0") -> dict[str, Any]:
+def _hoist(schema: Any, components: dict[str, Any]) -> Any:
+    """`schema` with its own `$defs` moved into the document's components (msgspec.json.schema()
+    refers to `#/$defs/...`, which would resolve against the document's root)."""
+    if isinstance(schema, dict):
+        for name, definition in schema.get("$defs", {}).items():
+            components.setdefault(name, _hoist(definition, components))
+        return {
+            k: (
+                REF_TEMPLATE.format(name=v.removeprefix("#/$defs/"))
+                if k == "$ref" and isinstance(v, str)
+                else _hoist(v, components)
+            )
+            for k, v in schema.items()
+            if k != "$defs"
+        }
+    if isinstance(schema, list):
+        return [_hoist(item, components) for item in schema]
+    return schema
+
+
+def build_document(
+    endpoints: Sequence[Endpoint], *, secured: bool = True, version: str = "0.1.0"
+) -> dict[str, Any]:
+    """The document; `secured`: the service has API keys (else no operation says it needs one)."""
     types = response_types(endpoints)
     schemas, components = msgspec.json.schema_components(types, ref_template=REF_TEMPLATE)
     paths: dict[str, dict[str, Any]] = {}
     for ep in endpoints:
         responses: dict[str, Any] = {}
         for status, body_type in sorted(ep.responses.items()):
-            content: dict[str, Any] = {"application/json": {"schema": schemas[types.index(body_type)]}}
+            if ep.media_types and 200 <= status < 300:  # not JSON: a page, a script, a file
+                content: dict[str, Any] = {media: {"schema": {"type": "string"}} for media in ep.media_types}
+                responses[str(status)] = {"description": HTTPStatus(status).phrase, "content": content}
+                continue
+            content = {"application/json": {"schema": schemas[types.index(body_type)]}}
             if ep.csv_columns and status == 200:
                 content["text/csv"] = {
                     "schema": {"type": "string"},
@@ -46,9 +73,9 @@ def build_document(endpoints: Sequence[Endpoint], *, version: str = "0.1.0") -> 
             "operationId": ep.handler.__name__,
             "summary": ep.summary,
             "responses": responses,
-            "security": _SECURITY if ep.scope is not None else [],
+            "security": _SECURITY if secured and ep.scope is not None else [],
         }
-        if ep.scope is not None:
+        if secured and ep.scope is not None:
             operation["x-required-scope"] = ep.scope
         if ep.params:
             operation["parameters"] = [
@@ -64,7 +91,9 @@ def build_document(endpoints: Sequence[Endpoint], *, version: str = "0.1.0") -> 
         if ep.request_body:
             operation["requestBody"] = {
                 "required": True,
-                "content": {ct: {"schema": dict(schema)} for ct, schema in ep.request_body.items()},
+                "content": {
+                    ct: {"schema": _hoist(dict(schema), components)} for ct, schema in ep.request_body.items()
+                },
             }
         paths.setdefault(ep.path, {})[ep.method.lower()] = operation
     return {
@@ -96,8 +125,8 @@ async def openapi_json(request: web.Request) -> web.Response:
     return web.Response(body=request.app[OPENAPI], content_type="application/json")
 
 
-def render(endpoints: Sequence[Endpoint]) -> bytes:
-    return encode(build_document(endpoints))
+def render(endpoints: Sequence[Endpoint], *, secured: bool = True) -> bytes:
+    return encode(build_document(endpoints, secured=secured))
 
 
 ENDPOINTS: Final = (

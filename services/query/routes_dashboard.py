@@ -50,6 +50,7 @@ ENDPOINTS: Final = (
         "The dashboard (HTML): both metrics for a year as charts and tables, the latest uploads",
         scope=None,
         responses={200: str},
+        media_types=("text/html",),
     ),
     Endpoint(
         "GET",
@@ -58,6 +59,7 @@ ENDPOINTS: Final = (
         "The dashboard's scripts, style sheet and the vendored Chart.js",
         scope=None,
         responses={200: str, 404: ErrorBody},
+        media_types=("text/html", "text/javascript", "text/css", "text/markdown"),
         params=(Param("name", "path", {"type": "string"}, "a file name", True),),
     ),
 )

@@ -117,7 +117,7 @@ async def _delete_object_version(s3: Any, bucket: str, row: sql.UploadRow) -> li
 
 
 _ID = Param(
-    "id", "path", {"type": "string"}, "an upload id from GET /uploads: a UUID, or obj-<n>", required=True
+    "id", "path", upload_refs.ID_SCHEMA, "an upload id from GET /uploads: a UUID, or obj-<n>", required=True
 )
 _ERRORS = {400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 404: ErrorBody}
 
@@ -139,7 +139,7 @@ ENDPOINTS: Final = (
                 {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
                 "page size",
             ),
-            Param("after", "query", {"type": "string"}, "the previous page's next_after"),
+            Param("after", "query", upload_refs.ID_SCHEMA, "the previous page's next_after"),
         ),
     ),
     Endpoint(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final
+from typing import Annotated, Any, Final
 
 import msgspec
 import structlog
@@ -21,7 +21,7 @@ from services.query import sql, upload_refs
 from services.query.endpoints import Endpoint, Param
 from services.query.errors import ApiError
 from services.query.http import json_response
-from services.query.routes_uploads import safe_filename
+from services.query.routes_uploads import base_name, safe_filename
 from services.query.schemas import ErrorBody, UploadAccepted
 from services.query.state import POOL, S3, SETTINGS
 from shared.dictionary import TABLES, table_for_key
@@ -41,7 +41,7 @@ class PresignRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     exact size in bytes."""
 
     filename: str
-    size_bytes: int
+    size_bytes: Annotated[int, msgspec.Meta(ge=1, le=MAX_OBJECT_BYTES)]
     table: str | None = None
 
 
@@ -99,7 +99,9 @@ async def presign(request: web.Request) -> web.Response:
     metadata = {"upload-id": str(upload_id)}
     if (traceparent := current_traceparent()) is not None:
         metadata[TRACEPARENT] = traceparent
-    row = sql.NewUpload(upload_id, table, bucket, key, req.filename, req.size_bytes, current_trace_id())
+    # the name as stored and shown: no NUL (PostgreSQL text refuses it), no control characters
+    name = base_name(req.filename) or None
+    row = sql.NewUpload(upload_id, table, bucket, key, name, req.size_bytes, current_trace_id())
     await sql.insert_uploads(app[POOL], [row])
     try:
         created = await s3.create_multipart_upload(
@@ -212,6 +214,6 @@ ENDPOINTS: Final = (
         "Finish a presigned upload once its parts are in S3: the object becomes visible and is ingested",
         scope="upload",
         responses={202: UploadAccepted, **_ERRORS, 404: ErrorBody, 409: ErrorBody, 502: ErrorBody},
-        params=(Param("id", "path", {"type": "string"}, "the id POST /uploads/presigned answered", True),),
+        params=(Param("id", "path", upload_refs.ID_SCHEMA, "the id POST /uploads/presigned answered", True),),
     ),
 )

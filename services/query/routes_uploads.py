@@ -46,6 +46,7 @@ RAW_CONTENT_TYPES: Final = frozenset(
 DEFAULT_REJECTS_LIMIT: Final = 1000
 MAX_REJECTS_LIMIT: Final = 10_000
 MAX_OFFSET: Final = 2**31 - 1
+FILE_FIELD: Final = "file"  # a part of this name is a file even without a file name
 _KNOWN: Final = ", ".join(sorted(TABLES))
 MAX_NAME_CHARS: Final = 200  # keeps `<table>/<uuid>/<name>` within S3's 1024-byte key limit
 # control characters (PostgreSQL text refuses NUL) and what XML 1.0, which S3 answers in, cannot carry
@@ -212,6 +213,8 @@ async def _receive_multipart(request: web.Request, batch: _Batch, table_param: s
         if not isinstance(part, BodyPartReader):
             raise ApiError(400, "nested multipart bodies are not supported: send one file per part")
         filename = part_filename(part)
+        if filename is None and part.name == FILE_FIELD:
+            filename = ""  # a file sent as a plain field (curl -F file=<jobs.csv): no name, ?table= tells
         if filename is None:
             continue  # a plain form field: nothing to store
         first = b""
@@ -336,7 +339,7 @@ def _max_upload(request: web.Request) -> int:
 _ID = Param(
     "id",
     "path",
-    {"type": "string"},
+    upload_refs.ID_SCHEMA,
     "the upload's id: a UUID from POST /upload, or any id from GET /uploads (obj-<n> for a file put"
     " into the bucket by another tool)",
     True,
@@ -372,10 +375,19 @@ ENDPOINTS: Final = (
         request_body={
             "multipart/form-data": {
                 "type": "object",
-                "additionalProperties": {"type": "string", "format": "binary"},
-                "description": "one or more file parts; each file's name tells its table (jobs.csv)",
+                "properties": {
+                    FILE_FIELD: {
+                        "type": "array",
+                        "items": {"type": "string", "format": "binary", "minLength": 1},
+                        "minItems": 1,
+                    }
+                },
+                "required": [FILE_FIELD],
+                "description": "one or more file parts (a part with a file name, or named `file`); each"
+                " file's name tells its table (jobs.csv), or ?table= for a single one; other fields are"
+                " ignored",
             },
-            "text/csv": {"type": "string", "description": "one CSV file; needs ?table="},
+            "text/csv": {"type": "string", "minLength": 1, "description": "one CSV file; needs ?table="},
         },
     ),
     Endpoint(

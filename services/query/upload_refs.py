@@ -17,6 +17,12 @@ from services.query.state import POOL
 
 LEDGER_PREFIX: Final = "obj-"
 _LEDGER_ID: Final = re.compile(r"obj-([0-9]{1,18})")
+# what parse_upload_id takes, for the OpenAPI document (its canonical forms)
+ID_SCHEMA: Final = {
+    "type": "string",
+    "pattern": "^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+    "|obj-[0-9]{1,18})$",
+}
 _STATES: Final[frozenset[str]] = frozenset({"processing", "loaded", "failed", "retracted"})
 
 
