@@ -47,6 +47,11 @@ LOCAL_OTLP="hiring-local/otlp-receiver:1"
 export DOCKER_BUILDKIT="${DOCKER_BUILDKIT:-0}" # the classic builder: no buildx plugin needed
 T0=$SECONDS
 say() { printf 'images.sh: %s\n' "$*" >&2; }
+# docker build, without the classic builder's deprecation notice (the notice is all it says on stderr
+# when the build works; errors still show)
+build() {
+  docker build "$@" 2> >(grep -v -E '^(DEPRECATED: The legacy builder|            BuildKit is currently disabled|            environment-variable\.|)$' >&2)
+}
 die() {
   say "ERROR: $*"
   exit 1
@@ -67,7 +72,7 @@ pull() {
     say "pulled $1 ($((SECONDS - t))s)"
     return 0
   fi
-  say "cannot pull $1 ($((SECONDS - t))s)$([[ "$MODE" == auto ]] && echo ': building a local stand-in' || true)"
+  say "cannot pull $1 ($((SECONDS - t))s)$([[ "$MODE" == auto ]] && echo ': using a local stand-in' || true)"
   [[ "$MODE" == upstream ]] && die "HIRING_IMAGES=upstream and $1 cannot be pulled"
   return 1
 }
@@ -124,7 +129,7 @@ standin() {
   local args=(--label "hiring.recipe=$hash" -t "$tag" -f "$file")
   local a
   for a in "$@"; do args+=(--build-arg "$a"); done
-  docker build -q "${args[@]}" --build-arg "EXTRA_CA_CERTS=$(extra_ca)" "$ctx" >/dev/null ||
+  build -q "${args[@]}" --build-arg "EXTRA_CA_CERTS=$(extra_ca)" "$ctx" >/dev/null ||
     die "building $tag failed"
   say "built $tag ($((SECONDS - t))s)"
 }
@@ -156,7 +161,7 @@ fi
 
 # ------------------------------------------------------------------ the project's image
 t=$SECONDS
-docker build -q -t "$APP_IMAGE" --build-arg "PYTHON_IMAGE=$PYTHON_IMAGE" \
+build -q -t "$APP_IMAGE" --build-arg "PYTHON_IMAGE=$PYTHON_IMAGE" \
   --build-arg "EXTRA_CA_CERTS=$(extra_ca)" . >/dev/null || die "building $APP_IMAGE failed"
 say "built $APP_IMAGE from $PYTHON_IMAGE ($((SECONDS - t))s, $(docker image inspect -f '{{.Size}}' "$APP_IMAGE" | awk '{printf "%.0f MB", $1/1e6}'))"
 
