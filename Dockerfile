@@ -10,6 +10,16 @@
 #checkov:skip=CKV_DOCKER_7: FROM uses ARG PYTHON_IMAGE whose default is the pinned tag python:3.11-slim-bookworm
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
+# ------------------------------------------------------ the runtime requirements
+# [project.dependencies] of pyproject.toml as a requirements file: the build stage copies only that
+# file, so its dependency layer is rebuilt when the dependencies change, not when an extra, a tool
+# setting or the version does. moto and pgserver are in the `dev` extra, which the image leaves out.
+FROM ${PYTHON_IMAGE} AS requirements
+COPY pyproject.toml /tmp/pyproject.toml
+RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('/tmp/pyproject.toml', 'rb'))['project']['dependencies']))" \
+        > /tmp/requirements.txt \
+ && cat /tmp/requirements.txt
+
 # ---------------------------------------------------------------- build stage
 FROM ${PYTHON_IMAGE} AS build
 
@@ -29,13 +39,9 @@ RUN python -c "import pip._vendor.certifi as c; print(c.where())" | xargs cat > 
  && printf '%s\n' "$EXTRA_CA_CERTS" >> /etc/pip-build-ca.pem
 ENV PIP_CERT=/etc/pip-build-ca.pem
 
-# Third-party dependencies first, in their own layer: it is rebuilt only when pyproject.toml changes.
-# Only [project.dependencies]: moto and pgserver are in the `dev` extra, which the image leaves out.
-COPY pyproject.toml ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
-        > /tmp/requirements.txt \
- && cat /tmp/requirements.txt \
- && pip install -r /tmp/requirements.txt
+# Third-party dependencies first, in their own layer.
+COPY --from=requirements /tmp/requirements.txt /tmp/requirements.txt
+RUN pip install -r /tmp/requirements.txt
 
 # Then the project itself (the context is whitelisted by .dockerignore).
 COPY . .

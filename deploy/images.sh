@@ -50,7 +50,7 @@ say() { printf 'images.sh: %s\n' "$*" >&2; }
 # docker build, without the classic builder's deprecation notice (the notice is all it says on stderr
 # when the build works; errors still show)
 build() {
-  docker build "$@" 2> >(grep -v -E '^(DEPRECATED: The legacy builder|            BuildKit is currently disabled|            environment-variable\.|)$' >&2)
+  docker build "$@" 2> >(grep -v -E '^(DEPRECATED: The legacy builder|\s+BuildKit is currently disabled|\s+environment-variable\.|$)' >&2)
 }
 die() {
   say "ERROR: $*"
