@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 
 from services.ingest import sql
-from services.ingest.order import order_key
+from services.ingest.order import order_key, order_time
 from shared.dictionary import TABLES
 from tests.stack import Stack
 
@@ -26,10 +26,12 @@ JOBS = TABLES["jobs"]
 T0 = datetime(2021, 7, 1, tzinfo=UTC)
 
 
-async def _register(conn: asyncpg.Connection, key: str, when: datetime) -> tuple[int, str]:
-    order = order_key(when, None, key, "v1")
+async def _register(
+    conn: asyncpg.Connection, key: str, when: datetime, sequencer: str | None = None
+) -> tuple[int, str]:
+    order = order_key(when, sequencer, key, "v1")
     row = await conn.fetchrow(
-        sql.REGISTER_OBJECT, "b", key, "v1", None, None, when, order, "jobs", None, "file"
+        sql.REGISTER_OBJECT, "b", key, "v1", None, sequencer, when, order, "jobs", None, "file"
     )
     assert row is not None
     return int(row["id"]), order
@@ -40,28 +42,35 @@ async def _waiting_on_a_lock(conn: asyncpg.Connection, pid: int) -> bool:
     return event == "Lock"
 
 
-async def test_an_earlier_merge_never_overwrites_a_later_commit_it_cannot_see(fresh: Stack) -> None:
-    admin = await fresh.connect()
-    earlier = await fresh.connect()
-    later = await fresh.connect()
+async def _interleave(
+    stack: Stack, early: tuple[datetime, str | None], late: tuple[datetime, str | None]
+) -> None:
+    """The earlier file's merge meets a row of the later file committed after the merge's snapshot,
+    whose ledger row is registered after that snapshot too; the later file's value must stay."""
+    admin = await stack.connect()
+    earlier = await stack.connect()
+    later = await stack.connect()
     try:
-        early_id, early_order = await _register(admin, "jobs/early.csv", T0)
+        early_id, early_order = await _register(admin, "jobs/early.csv", *early)
         await earlier.execute(sql.create_stage(JOBS))
-        # The later file writes id 1 directly (as a direct COPY does) and keeps its transaction open.
+        late_order = order_key(late[0], late[1], "jobs/late.csv", "v1")
+        assert late_order > early_order
+        # The later file writes id 1 directly (as a direct COPY does) and keeps its transaction open;
+        # its ledger id is the next one the sequence will give.
+        late_id = int(await admin.fetchval("SELECT last_value + 1 FROM ingest_objects_id_seq"))
         tx_later = later.transaction()
         await tx_later.start()
-        late_when = T0 + timedelta(seconds=5)
-        late_order = order_key(late_when, None, "jobs/late.csv", "v1")
         await later.execute(
-            "INSERT INTO jobs (id, job, src_object, src_line, src_order) VALUES (1, 'later', 999, 1, $1)",
-            late_order,
+            "INSERT INTO jobs (id, job, src_object, src_line, src_order) VALUES (1, 'later', $1, 1, $2)",
+            late_id,
+            order_time(late_order),
         )
         # The earlier file's merge: its snapshot is taken now, then it waits on the later's row.
         tx_early = earlier.transaction()
         await tx_early.start()
         await earlier.copy_records_to_table(
             sql.stage_name(JOBS),
-            records=[(1, "earlier", early_id, 1, early_order)],
+            records=[(1, "earlier", early_id, 1, order_time(early_order))],
             columns=[*JOBS.column_names, *sql.provenance_columns()],
         )
         merging = asyncio.ensure_future(earlier.execute(sql.merge(JOBS)))
@@ -72,18 +81,26 @@ async def test_an_earlier_merge_never_overwrites_a_later_commit_it_cannot_see(fr
             await asyncio.sleep(0.02)
         assert await _waiting_on_a_lock(admin, pid), "the merge should be waiting on the later row"
         # Only now is the later file's ledger row registered (after the merge's snapshot), then it commits.
-        late_id, registered_order = await _register(admin, "jobs/late.csv", late_when)
-        assert registered_order == late_order
-        await later.execute("UPDATE jobs SET src_object = $1 WHERE id = 1", late_id)
+        registered_id, _ = await _register(admin, "jobs/late.csv", *late)
+        assert registered_id == late_id
         await tx_later.commit()
         await asyncio.wait_for(merging, 10)
         await tx_early.commit()
-        row = await admin.fetchrow("SELECT job, src_object, src_order FROM jobs WHERE id = 1")
+        row = await admin.fetchrow("SELECT job, src_object FROM jobs WHERE id = 1")
         assert row is not None
-        assert (row["job"], row["src_object"], row["src_order"]) == ("later", late_id, late_order)
+        assert (row["job"], row["src_object"]) == ("later", late_id)
     finally:
         for conn in (admin, earlier, later):
             await conn.close()
+
+
+async def test_an_earlier_merge_never_overwrites_a_later_commit_it_cannot_see(fresh: Stack) -> None:
+    await _interleave(fresh, (T0, None), (T0 + timedelta(seconds=5), None))
+
+
+async def test_the_same_at_the_same_instant_where_the_full_keys_decide(fresh: Stack) -> None:
+    # same event time: S3's sequencer orders them; the ledger is read with a snapshot of its own
+    await _interleave(fresh, (T0, "0A"), (T0, "0B"))
 
 
 async def test_the_merge_replaces_by_upload_order_then_line(fresh: Stack) -> None:
@@ -91,12 +108,14 @@ async def test_the_merge_replaces_by_upload_order_then_line(fresh: Stack) -> Non
     try:
         a_id, a_order = await _register(conn, "jobs/a.csv", T0)
         b_id, b_order = await _register(conn, "jobs/b.csv", T0 + timedelta(milliseconds=1))
+        c_id, c_order = await _register(conn, "jobs/c.csv", T0 + timedelta(milliseconds=1), "FF")
         await conn.execute(sql.create_stage(JOBS))
         cols = [*JOBS.column_names, *sql.provenance_columns()]
 
         async def merge(rows: list[tuple[int, str, int, int, str]]) -> None:
             async with conn.transaction():
-                await conn.copy_records_to_table(sql.stage_name(JOBS), records=rows, columns=cols)
+                timed = [(i, job, obj, line, order_time(key)) for i, job, obj, line, key in rows]
+                await conn.copy_records_to_table(sql.stage_name(JOBS), records=timed, columns=cols)
                 await conn.execute(sql.merge(JOBS))
 
         await merge([(1, "b1", b_id, 1, b_order), (2, "b2", b_id, 2, b_order)])
@@ -104,8 +123,12 @@ async def test_the_merge_replaces_by_upload_order_then_line(fresh: Stack) -> Non
         await merge([(1, "a1", a_id, 1, a_order), (3, "a3", a_id, 3, a_order), (3, "a3'", a_id, 4, a_order)])
         # the later file again (a resumed batch): same or later lines replace
         await merge([(2, "b2 again", b_id, 2, b_order)])
-        rows = await conn.fetch("SELECT id, job FROM jobs ORDER BY id")
-        assert [tuple(r) for r in rows] == [(1, "b1"), (2, "b2 again"), (3, "a3'")]
+        # c has b's time: the full keys decide (hash of key and version): one of them wins, the same
+        # one whatever the order of the merges
+        await merge([(2, "c2", c_id, 1, c_order)])
+        rows = dict(await conn.fetch("SELECT id, job FROM jobs"))
+        assert (rows[1], rows[3]) == ("b1", "a3'")
+        assert rows[2] == ("c2" if c_order > b_order else "b2 again")
     finally:
         await conn.close()
 

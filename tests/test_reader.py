@@ -628,15 +628,13 @@ def test_rejected_rows_keep_line_raw_and_reason() -> None:
 
 
 def test_every_row_carries_its_provenance_on_both_paths() -> None:
-    # fast path (plain line) and full path (a comma inside quotes) alike: object, line, order key
+    # fast path (plain line) and full path (a comma inside quotes) alike: object, line, upload time
     data = b'1,A,2021-03-01T00:00:00Z,1,1\n2,"B, b",2020-01-01 00:00:00,1,1\n'
-    (batch,) = read_batches(
-        EMPLOYEES, [data], batch_rows=10, object_id=7, order_key="20210101T000000000000.0.ab"
-    )
+    (batch,) = read_batches(EMPLOYEES, [data], batch_rows=10, object_id=7, order=1609459200000000)
     rows = batch.copy_data.decode().splitlines()
     assert [r.rsplit(",", 3)[1:] for r in rows] == [
-        ["7", "1", "20210101T000000000000.0.ab"],
-        ["7", "2", "20210101T000000000000.0.ab"],
+        ["7", "1", "1609459200000000"],
+        ["7", "2", "1609459200000000"],
     ]
 
 

@@ -64,11 +64,11 @@ class Batch(msgspec.Struct):
 class BatchBuilder:
     """Collects records and blocks into batches of at most `batch_rows` loaded-or-rejected rows.
 
-    Every row gets the provenance suffix `,<object_id>,<line>,<order_key>`; `order_key` must hold
-    no COPY-special character (services/ingest/order.py makes sure).
+    Every row gets the provenance suffix `,<object_id>,<line>,<order>`: `order` is the upload time
+    of the object in microseconds (services/ingest/order.py, order_time).
     """
 
-    def __init__(self, table: Table, *, batch_rows: int, object_id: int = 0, order_key: str = "") -> None:
+    def __init__(self, table: Table, *, batch_rows: int, object_id: int = 0, order: int = 0) -> None:
         if batch_rows < 1:
             raise ValueError("batch_rows must be at least 1")
         self._table = table
@@ -76,8 +76,8 @@ class BatchBuilder:
         self._match = fast_lines_pattern(table).match
         self._encoders = [_ENCODERS[c.type] for c in table.columns]
         self._prefix = f",{object_id},"
-        self._suffix = f",{order_key}\n"
-        self._format = (b"%b," + str(object_id).encode() + b",%d," + order_key.encode() + b"\n").__mod__
+        self._suffix = f",{order}\n"
+        self._format = (b"%b," + str(object_id).encode() + b",%d," + str(order).encode() + b"\n").__mod__
         self._parts: list[bytes] = []
         self._count = 0
         self._rejects: list[RejectedRow] = []
@@ -176,10 +176,10 @@ class BatchBuilder:
 
 
 def batches(
-    table: Table, records: Iterable[Record], *, batch_rows: int, object_id: int = 0, order_key: str = ""
+    table: Table, records: Iterable[Record], *, batch_rows: int, object_id: int = 0, order: int = 0
 ) -> Iterator[Batch]:
     """All batches of `records` (for callers that have every record at hand, such as tests)."""
-    builder = BatchBuilder(table, batch_rows=batch_rows, object_id=object_id, order_key=order_key)
+    builder = BatchBuilder(table, batch_rows=batch_rows, object_id=object_id, order=order)
     for record in records:
         batch = builder.add(record)
         if batch is not None:
@@ -195,7 +195,7 @@ def read_batches(
     *,
     batch_rows: int,
     object_id: int = 0,
-    order_key: str = "",
+    order: int = 0,
     start_offset: int = 0,
     start_line: int = 0,
 ) -> Iterator[Batch]:
@@ -203,7 +203,7 @@ def read_batches(
     reader = CsvRecordReader(
         start_offset=start_offset, start_line=start_line, expected_fields=len(table.columns)
     )
-    builder = BatchBuilder(table, batch_rows=batch_rows, object_id=object_id, order_key=order_key)
+    builder = BatchBuilder(table, batch_rows=batch_rows, object_id=object_id, order=order)
     for chunk in chunks:
         yield from builder.add_items(reader.feed_items(chunk))
     yield from builder.add_items(reader.finish())

@@ -27,6 +27,7 @@ import structlog
 from services.ingest import sql
 from services.ingest.batches import COPY_DELIMITER, COPY_FORMAT, Batch, BatchBuilder, copy_columns
 from services.ingest.ledger import Checkpoint, Held
+from services.ingest.order import order_time
 from services.ingest.ports import ObjectKind, ObjectStore, ObjectVersion
 from services.ingest.reader import CsvRecordReader
 from shared.dictionary import Table
@@ -146,7 +147,7 @@ class FileLoad:
             self.table,
             batch_rows=self.options.batch_rows,
             object_id=self.held.object_id,
-            order_key=self.order_key,
+            order=order_time(self.order_key),
         )
         text_end = end = self.bytes_done  # the text read, and how far batches account for it
         async for chunk in self.store.read(self.version, self.bytes_done):

@@ -1,11 +1,13 @@
 """Upload order: the one definition of "the later upload wins" (pure).
 
-Every object version gets an order key when the ledger first sees it; every row of a table carries
-the key of the version that wrote it (`src_order`) and its line (`src_line`). A row is replaced by
-an incoming one exactly when (src_order, src_line) of the incoming row is not smaller: a later
-line of the same file, or any line of a file uploaded later. Comparing values held on the row
-itself (never a lookup of the ledger) keeps the rule right under concurrent consumers, whatever
-each transaction's snapshot can see.
+Every object version gets an order key when the ledger first sees it. Every row of a table carries
+the key's time (`src_order`, microseconds since the epoch), the ledger id of the version that wrote
+it (`src_object`) and its line (`src_line`). A row is replaced by an incoming one exactly when the
+incoming one is not earlier: a later upload time; or, at the same time, the same file and a later
+line, or another file whose full order key sorts later. The time is compared on the row itself, so
+the rule holds under concurrent consumers whatever each transaction's snapshot can see; the rare
+tie between two files is settled by `upload_order_of()` (migration 007), which reads the ledger with
+a snapshot of its own taken when it is called.
 
 The key sorts by the S3 event time (milliseconds in S3 and emulators; microseconds kept when
 given), then S3's sequencer (which orders events on the same key: compared as hex after
@@ -17,20 +19,26 @@ twin, used once to rewrite the keys of existing ledger rows.
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Final, NamedTuple
 
 SEQUENCER_WIDTH: Final = 24
 
 # The rule, as the merge's ON CONFLICT ... DO UPDATE ... WHERE clause (t: the row in the table,
 # excluded: the incoming one). services/ingest/sql.py builds every merge with it.
-LATER_WINS_SQL: Final = "(t.src_order, t.src_line) <= (excluded.src_order, excluded.src_line)"
+LATER_WINS_SQL: Final = """t.src_order < excluded.src_order
+   OR (t.src_order = excluded.src_order
+       AND CASE WHEN t.src_object = excluded.src_object THEN t.src_line <= excluded.src_line
+                ELSE upload_order_of(t.src_object) < upload_order_of(excluded.src_object) END)"""
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class Provenance(NamedTuple):
-    """Where a row's values came from: its writer's order key and line."""
+    """Where a row's values came from: its writer's order key, ledger id and line."""
 
-    order: str
+    key: str
+    object_id: int
     line: int
 
 
@@ -45,6 +53,20 @@ def order_key(event_time: datetime, sequencer: str | None, key: str, version: st
     return f"{stamp}.{seq}.{digest}"
 
 
+def order_time(key: str) -> int:
+    """The time part of an order key, in microseconds since the epoch (0 for the empty key): the
+    value a row carries in `src_order`."""
+    if not key:
+        return 0
+    stamp = datetime.strptime(key[:21], "%Y%m%dT%H%M%S%f").replace(tzinfo=UTC)
+    return (stamp - _EPOCH) // timedelta(microseconds=1)
+
+
 def later_wins(current: Provenance, incoming: Provenance) -> bool:
     """Whether `incoming` replaces `current` (the same comparison as LATER_WINS_SQL)."""
-    return incoming >= current
+    now, then = order_time(current.key), order_time(incoming.key)
+    if now != then:
+        return then > now
+    if current.object_id == incoming.object_id:
+        return incoming.line >= current.line
+    return incoming.key > current.key

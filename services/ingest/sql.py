@@ -171,7 +171,7 @@ def create_stage(table: Table) -> str:
     cols = ", ".join(f"{c.name} {c.type}" for c in table.columns)
     return (
         f"CREATE TEMP TABLE IF NOT EXISTS {stage_name(table)}"
-        f' ({cols}, src_object bigint, src_line integer, src_order text COLLATE "C")'
+        f" ({cols}, src_object bigint, src_line integer, src_order bigint)"
         " ON COMMIT DELETE ROWS"
     )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 
-from services.ingest.order import Provenance, later_wins, order_key
+from services.ingest.order import Provenance, later_wins, order_key, order_time
 
 T1 = datetime(2021, 1, 1, 0, 0, 0, 1000, tzinfo=UTC)
 T2 = datetime(2021, 1, 1, 0, 0, 0, 2000, tzinfo=UTC)
@@ -35,11 +35,26 @@ def test_other_timezones_compare_in_utc() -> None:
     assert order_key(later_there, None, "k", "v") < order_key(T1, None, "k", "v")
 
 
+def test_the_time_part_is_what_rows_carry() -> None:
+    key = order_key(T1, "FF", "k", "v")
+    assert order_time(key) == int(T1.timestamp()) * 1_000_000 + 1000
+    assert order_time("") == 0  # rows written by hand
+    assert order_time(order_key(T2, None, "a", "v")) - order_time(key) == 1000
+
+
 def test_later_upload_wins_then_later_line() -> None:
     early, late = order_key(T1, None, "a", "v"), order_key(T2, None, "b", "v")
-    assert later_wins(Provenance(early, 9), Provenance(late, 1))
-    assert not later_wins(Provenance(late, 1), Provenance(early, 9))
-    assert later_wins(Provenance(early, 3), Provenance(early, 3))  # a resumed batch re-applies its lines
-    assert later_wins(Provenance(early, 3), Provenance(early, 4))
-    assert not later_wins(Provenance(early, 4), Provenance(early, 3))
-    assert later_wins(Provenance("", 5), Provenance(early, 1))  # rows written by hand sort first
+    assert later_wins(Provenance(early, 1, 9), Provenance(late, 2, 1))
+    assert not later_wins(Provenance(late, 2, 1), Provenance(early, 1, 9))
+    assert later_wins(
+        Provenance(early, 1, 3), Provenance(early, 1, 3)
+    )  # a resumed batch re-applies its lines
+    assert later_wins(Provenance(early, 1, 3), Provenance(early, 1, 4))
+    assert not later_wins(Provenance(early, 1, 4), Provenance(early, 1, 3))
+    assert later_wins(Provenance("", 0, 5), Provenance(early, 1, 1))  # rows written by hand sort first
+
+
+def test_two_files_at_the_same_time_are_ordered_by_their_full_keys() -> None:
+    first, second = sorted([order_key(T1, "0A", "k", "v1"), order_key(T1, "0B", "k", "v2")])
+    assert later_wins(Provenance(first, 1, 50), Provenance(second, 2, 1))
+    assert not later_wins(Provenance(second, 2, 1), Provenance(first, 1, 50))
