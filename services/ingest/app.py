@@ -34,7 +34,8 @@ def load_options(env: Mapping[str, str]) -> IngestOptions:
     return IngestOptions(
         consumer=ConsumerOptions(
             concurrency=int_setting(env, "INGEST_CONCURRENCY", 4, high=64),
-            wait_seconds=int_setting(env, "INGEST_WAIT_SECONDS", 20, low=0, high=20),
+            # a stop waits for the open long poll (see consumer.py): short polls keep stops quick
+            wait_seconds=int_setting(env, "INGEST_WAIT_SECONDS", 5, low=0, high=20),
             visibility_timeout=int_setting(env, "INGEST_VISIBILITY_TIMEOUT", 60, low=3, high=43_200),
             retry_delay=int_setting(env, "INGEST_RETRY_DELAY", 5, low=0, high=900),
             drain_seconds=float(int_setting(env, "INGEST_DRAIN_SECONDS", 20, low=0, high=3600)),

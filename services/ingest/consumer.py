@@ -67,7 +67,7 @@ class Handler(Protocol):
 
 class ConsumerOptions(msgspec.Struct, frozen=True):
     concurrency: int = 4  # messages (files) in flight per process
-    wait_seconds: int = 20  # long-poll
+    wait_seconds: int = 5  # long poll; a stop waits for the open one, so this bounds a stop's time too
     max_messages: int = 10
     visibility_timeout: int = 60  # what each extension asks for; extended every third of it
     retry_delay: int = 5  # seconds before a failed message is seen again (times its receive count)
