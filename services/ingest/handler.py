@@ -125,12 +125,17 @@ class ObjectHandler:
             await self.ledger.fail(reg.object_id, str(exc))
             return FileOutcome(OutcomeKind.FAILED, event, table, reg.object_id, detail=str(exc))
         reg = await self.ledger.register(event, version, table)
-        if event.version_id is None and reg.status in (Status.LOADED, Status.PROCESSING):
-            # found by content: the newest version with this ETag; the latest event for it is its upload
+        if event.version_id is None and reg.status is Status.LOADED and table is not None:
             later = order_key(event.event_time, event.sequencer, event.key, version.version)
-            if later > reg.order_key and await self.ledger.reorder(reg.object_id, later):
-                log.info("version re-ordered by a later event for the same content", object_id=reg.object_id)
-                reg = reg._replace(status=Status.PROCESSING, order_key=later)
+            if later > reg.order_key and await self._content_came_back(version):
+                async with self.ledger.hold(reg.object_id, table) as held:
+                    if held is None:
+                        return FileOutcome(OutcomeKind.BUSY, event, table, reg.object_id, version)
+                    if await held.reorder(later):
+                        log.info(
+                            "version re-ordered by a later event for its content", object_id=reg.object_id
+                        )
+                        reg = reg._replace(status=Status.PROCESSING, order_key=later)
         if reg.status is not Status.PROCESSING:
             return FileOutcome(OutcomeKind.DUPLICATE, event, table, reg.object_id, version)
         if table is None:
@@ -181,6 +186,13 @@ class ObjectHandler:
                 batches=result.batches,
                 seconds=result.seconds,
             )
+
+    async def _content_came_back(self, version: ObjectVersion) -> bool:
+        """Whether another content was uploaded under the key too (A, B, A): only then does a later
+        event for this version's content change what the table holds. Several events for one upload
+        (moto sends two for a multipart upload) then re-apply nothing."""
+        listed = await self.store.visible_versions(version.bucket, version.key)
+        return any(v.key == version.key and v.etag != version.etag for v in listed)
 
     async def retract(self, event: ObjectEvent) -> FileOutcome:
         """An object removed (a version deleted, or a delete marker): what its versions contributed

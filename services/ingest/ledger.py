@@ -98,16 +98,6 @@ class Ledger:
             int(row["id"]), Status(row["status"]), str(row["order_key"]), ObjectKind(row["kind"])
         )
 
-    async def reorder(self, object_id: int, later_key: str) -> bool:
-        """Move a version later in upload order and have it applied again (see sql.REORDER_OBJECT).
-
-        False when it already sorts there (or is failed/retracted)."""
-        async with self._pool.acquire() as conn, conn.transaction():
-            if await conn.fetchval(sql.REORDER_OBJECT, object_id, later_key) is None:
-                return False
-            await conn.execute(sql.DELETE_REJECTS, object_id)
-            return True
-
     async def fail(self, object_id: int, reason: str) -> None:
         await self._pool.execute(sql.FAIL_OBJECT, object_id, reason)
 
@@ -209,6 +199,16 @@ class Held:
             progress_attempt=int(row["progress_attempt"]),
             error=row["error"],
         )
+
+    async def reorder(self, later_key: str) -> bool:
+        """Move this loaded version later in upload order and have it applied again (see
+        sql.REORDER_OBJECT); under the version's lock, so no worker is applying it meanwhile.
+        False when it already sorts there (or is not loaded)."""
+        async with self.conn.transaction():
+            if await self.conn.fetchval(sql.REORDER_OBJECT, self.object_id, later_key) is None:
+                return False
+            await self.conn.execute(sql.DELETE_REJECTS, self.object_id)
+            return True
 
     async def reset(self) -> None:
         """Start the version afresh (replay): no checkpoint, no rejects."""

@@ -107,7 +107,7 @@ REORDER_OBJECT: Final = """
 UPDATE ingest_objects
 SET order_key = $2, status = 'processing', lines_done = 0, bytes_done = 0, rows_loaded = 0,
     rows_rejected = 0, batches = 0, attempts = 0, progress_attempt = 0, error = NULL, finished_at = NULL
-WHERE id = $1 AND order_key < $2 AND status IN ('loaded', 'processing')
+WHERE id = $1 AND order_key < $2 AND status = 'loaded'
 RETURNING id
 """
 
