@@ -213,7 +213,7 @@ class ObjectHandler:
             return FileOutcome(OutcomeKind.DUPLICATE, event, table, detail="nothing left to retract")
         # the rebuild marks the loaded ones retracted in its swap's transaction: status and rows agree
         report = await replay_table(self.ledger, self.store, event.bucket, table, self.options.load)
-        await self.ledger.missing(event.bucket, event.key, shown, retract=True)  # failed/unfinished ones
+        await self.ledger.missing(event.bucket, event.key, shown, retract=True)  # unfinished ones
         detail = (
             f"retracted ledger rows {', '.join(map(str, retracted))}; {table} rebuilt from"
             f" {report.objects} object version(s): {report.rows_before} -> {report.rows_after} rows"

@@ -108,7 +108,7 @@ class Ledger:
     async def missing(
         self, bucket: str, key: str, shown: list[str | None], *, retract: bool = False
     ) -> list[int]:
-        """The versions of `key` the bucket no longer shows and the ledger has not retracted yet
+        """The loaded or unfinished versions of `key` the bucket no longer shows
         (`shown`: the version ids it still shows, None for an unversioned object); with
         `retract`, they are marked retracted. Returns their ledger ids."""
         ids = [v for v in shown if v is not None]

@@ -81,11 +81,12 @@ SET status = 'processing', lines_done = 0, bytes_done = 0, rows_loaded = 0, rows
     error = NULL, started_at = NULL, finished_at = NULL, attempts = 0, progress_attempt = 0
 WHERE id = $1
 """
-# An object removed from the bucket: its versions the bucket no longer shows are retracted. $3: the
+# An object removed from the bucket: its versions the bucket no longer shows are retracted (those
+# that contributed or were contributing rows; a failed one keeps its status and reason). $3: the
 # version ids still shown; $4: whether the key still shows any version (for rows of a bucket
 # without versioning, identified by ETag, the key's existence is all there is to go by).
 _MISSING: Final = """
-WHERE bucket = $1 AND key = $2 AND status <> 'retracted'
+WHERE bucket = $1 AND key = $2 AND status IN ('loaded', 'processing')
   AND CASE WHEN version LIKE 'etag:%' THEN NOT $4 ELSE NOT (version = ANY($3::text[])) END
 """
 MISSING_VERSIONS: Final = f"SELECT id FROM ingest_objects {_MISSING} ORDER BY id"
