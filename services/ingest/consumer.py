@@ -91,6 +91,8 @@ class Consumer:
         self._slots = asyncio.Semaphore(self._opts.concurrency)
         self._inflight: set[asyncio.Task[None]] = set()
         self._database_down = False
+        self._no_poll_open = asyncio.Event()
+        self._no_poll_open.set()
 
     async def run(self, stop: asyncio.Event) -> None:
         log.info("consumer started", queue=self._queue.name, concurrency=self._opts.concurrency)
@@ -107,8 +109,10 @@ class Consumer:
             await asyncio.wait({poll, stopped}, return_when=asyncio.FIRST_COMPLETED)
             stopped.cancel()
             if not poll.done():
-                # Stopping: drain while the poll runs out; give back whatever it returns.
-                draining = asyncio.ensure_future(self._wait_inflight())
+                # Stopping: drain while the poll runs out (files still running at the drain's end
+                # are cancelled; they give their messages back once the poll is over); give back
+                # whatever the poll returns.
+                draining = asyncio.ensure_future(self._drain())
                 late, _ = await poll
                 await self._hand_back_all(late)
                 self._give_slots(free)
@@ -122,8 +126,7 @@ class Consumer:
                 self._inflight.add(task)
                 task.add_done_callback(self._done)
         if not drained:
-            await self._wait_inflight()
-        await self._hand_back_pending()
+            await self._drain()
         log.info("consumer stopped")
 
     # ---- slots and polls --------------------------------------------------------------------
@@ -154,6 +157,13 @@ class Consumer:
         self._slots.release()
 
     async def _receive(self, count: int) -> tuple[list[QueueMessage], trace.SpanContext | None]:
+        self._no_poll_open.clear()
+        try:
+            return await self._poll(count)
+        finally:
+            self._no_poll_open.set()
+
+    async def _poll(self, count: int) -> tuple[list[QueueMessage], trace.SpanContext | None]:
         try:
             with self._tel.receiving(self._queue.name) as span:
                 messages = await self._queue.receive(
@@ -183,17 +193,24 @@ class Consumer:
                 return True
         return False
 
-    async def _wait_inflight(self) -> None:
+    async def _drain(self) -> None:
+        """Files in flight get `drain_seconds`; those still running then are cancelled (each gives
+        its message back once no poll of ours is open: see _give_back)."""
         if self._inflight:
             log.info("draining", inflight=len(self._inflight), seconds=self._opts.drain_seconds)
             await asyncio.wait(set(self._inflight), timeout=self._opts.drain_seconds)
-
-    async def _hand_back_pending(self) -> None:
         pending = set(self._inflight)
         for task in pending:
-            task.cancel()  # _handle gives its message back to the queue
+            task.cancel()
         if pending:
             await asyncio.wait(pending)
+
+    async def _give_back(self, receipt: str) -> None:
+        """Visibility 0, once our long poll (if one is open) is over: SQS would hand the message to
+        that poll, which nobody reads any more, and hide it for the visibility timeout."""
+        await self._no_poll_open.wait()
+        log.info("handing message back")
+        await self._queue.set_visibility(receipt, 0)
 
     async def _hand_back_all(self, messages: list[QueueMessage]) -> None:
         for message in messages:
@@ -246,9 +263,8 @@ class Consumer:
                     await self._queue.set_visibility(receipt, self._opts.visibility_timeout)
         except asyncio.CancelledError:
             if receipt is not None:
-                log.info("handing message back")
                 with contextlib.suppress(Exception):
-                    await asyncio.shield(self._queue.set_visibility(receipt, 0))
+                    await asyncio.shield(self._give_back(receipt))
             raise
         except Exception as exc:
             down = isinstance(exc, DATABASE_DOWN)
