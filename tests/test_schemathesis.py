@@ -27,7 +27,6 @@ CONFORMANCE = ",".join(
         "content_type_conformance",
         "response_headers_conformance",
         "response_schema_conformance",
-        "unsupported_method",
         "missing_required_header",
         "ignored_auth",
         "ensure_resource_availability",
@@ -39,8 +38,10 @@ CONFORMANCE = ",".join(
 # Not yet held to them (their documents and their validation still differ, see the issue notes):
 # POST /backups, /tables/{table}/restore and /tables/{table}/rows.
 # DELETE /uploads/{id} is asynchronous (202, then `retracted`): use_after_free does not apply.
-# allow_header_conformance: /uploads/presigned also matches the template /uploads/{id}, so the
-# checker expects the methods of both in one Allow header.
+# allow_header_conformance and unsupported_method: /uploads/presigned also matches the template
+# /uploads/{id}, so the checker expects the methods of both in one Allow header, and a GET of it is
+# answered by GET /uploads/{id} (400: not an upload id) rather than 405; unsupported_method runs
+# on its own without that path.
 DATA_CHECKS = "positive_data_acceptance,negative_data_rejection"
 NOT_FOR_DATA_CHECKS = (
     "/upload",
@@ -110,6 +111,7 @@ def _schemathesis(url: str, *args: str) -> None:
 @pytest.mark.slow
 def test_the_api_conforms_to_its_document(api: str) -> None:
     _schemathesis(api, "--checks", CONFORMANCE)
+    _schemathesis(api, "--checks", "unsupported_method", "--exclude-path", "/uploads/presigned")
 
 
 @pytest.mark.slow
