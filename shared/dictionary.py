@@ -91,7 +91,7 @@ def is_gzip_key(key: str) -> bool:
 # that are plainly valid (the common shape of every field), so the loader can hand their bytes to
 # PostgreSQL's COPY unchanged; any line it does not match goes through `validate_fields`. The fast
 # pattern therefore accepts a subset of what `validate_fields` accepts, and only text whose value
-# PostgreSQL reads exactly as `validate_fields` does (tests/test_validation.py pins both).
+# PostgreSQL reads exactly as `validate_fields` does (tests/unit/test_validation.py pins both).
 
 _INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
 # Date, 'T' or space, time with optional fraction, optional Z or ±HH:MM / ±HHMM / ±HH offset.

@@ -1,6 +1,6 @@
 """The pipeline's S3 + SQS resources, written once for every local path.
 
-`hiring dev` (services/dev/supervisor.py through localaws), the test stacks (tests/stack.py) and
+`hiring dev` (services/dev/supervisor.py through localaws), the test stacks (tests/system/stack.py) and
 docker compose's `aws-init` one-shot (deploy/local/init_aws.py, inside the image) all call
 `provision`. The values are Terraform's (deploy/terraform/queue.tf, storage.tf, variables.tf);
 tests/unit/test_provisioning_matches_terraform.py reads the .tf files and fails when they drift.

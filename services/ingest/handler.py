@@ -16,7 +16,7 @@ import structlog
 
 from services.ingest.events import EventKind, ObjectEvent
 from services.ingest.ledger import Held, Ledger, Status
-from services.ingest.load import BatchObserver, FileLoad, LoadOptions, _unobserved
+from services.ingest.load import BatchObserver, FileLoad, LoadOptions, unobserved
 from services.ingest.order import order_key
 from services.ingest.ports import ObjectGone, ObjectKind, ObjectStore, ObjectVersion
 from services.ingest.replay import replay_table
@@ -73,7 +73,7 @@ class ObjectHandler:
         store: ObjectStore,
         options: HandlerOptions | None = None,
         *,
-        observe: BatchObserver = _unobserved,
+        observe: BatchObserver = unobserved,
     ) -> None:
         self.ledger = ledger
         self.store = store

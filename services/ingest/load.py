@@ -64,7 +64,8 @@ OnBatch = Callable[[Batch], Awaitable[None]]
 BatchObserver = Callable[[str, Batch], AbstractAsyncContextManager[None]]
 
 
-def _unobserved(table: str, batch: Batch) -> AbstractAsyncContextManager[None]:
+def unobserved(table: str, batch: Batch) -> AbstractAsyncContextManager[None]:
+    """The default BatchObserver: no span, no metric (telemetry passes its own)."""
     return contextlib.nullcontext()
 
 
@@ -82,7 +83,7 @@ class FileLoad:
         target: str | None = None,
         options: LoadOptions | None = None,
         on_batch: OnBatch | None = None,
-        observe: BatchObserver = _unobserved,
+        observe: BatchObserver = unobserved,
     ) -> None:
         self.held = held
         self.store = store
