@@ -7,7 +7,7 @@
    else an embedded PostgreSQL started here in a temporary directory.
 2. Fills it with N employees (plus departments and jobs, a few employees pointing at missing ones)
    with COPY, spread over 2019-2023.
-3. Starts the query API in a separate process (`python -m services.query`, loopback only).
+3. Starts the query API in a separate process (`python -m services.cli query`, loopback only).
 4. Drives /metrics/hires and /metrics/departments from another process (aiohttp client, bounded
    by duration and request count): each alone, then both at once; prints requests/s, p50, p99.
 5. Checks the answers against a direct SQL computation, and that a committed write shows up in the
@@ -235,7 +235,7 @@ def api_process(db_env: dict[str, str], port: int, log_path: Path) -> Iterator[s
     env["PYTHONPATH"] = str(ROOT)
     with log_path.open("ab") as log:
         proc = spawn(
-            [sys.executable, "-m", "services.query", "--host", "127.0.0.1", "--port", str(port)],
+            [sys.executable, "-m", "services.cli", "query", "--host", "127.0.0.1", "--port", str(port)],
             log=log,
             env=env,
             death_signal=15,

@@ -108,7 +108,7 @@ def api_process(env: dict[str, str], log_path: Path) -> Iterator[tuple[str, int]
     port = free_port()
     with log_path.open("ab") as log:
         proc = spawn(
-            [sys.executable, "-m", "services.query", "--host", "127.0.0.1", "--port", str(port)],
+            [sys.executable, "-m", "services.cli", "query", "--host", "127.0.0.1", "--port", str(port)],
             log=log,
             env=child_env({**env, "HIRING_API_KEYS": ""}),
             death_signal=signal.SIGTERM,
