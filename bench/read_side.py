@@ -9,7 +9,8 @@ For each size N, in one embedded stack (PostgreSQL, moto's S3 + SQS, one `hiring
 query API in its own process, the load driver in another):
 1. empties hired_employees, uploads an N-row file (ids 1..N) and waits for the ledger's `loaded`;
 2. at rest: /metrics/hires alone, then /metrics/departments alone, `--concurrency` connections
-   for `--duration` seconds each (req/s, p50, p99, errors, time-outs);
+   for `--duration` seconds each (req/s, p50, p99, errors, time-outs), driven by wrk (a driver
+   in C leaves the server more of a 2-core machine; `--driver python` for the Python one);
 3. the reference, same size, same moment: the plain GROUP BY over hired_employees that the API ran
    before the projection (its statement is copied below), median of 3 runs;
 4. under load: uploads a `--replace`-row file (ids 1..R, every row changed: other times,
@@ -27,6 +28,8 @@ import contextlib
 import json
 import os
 import random
+import re
+import shutil
 import signal
 import statistics
 import subprocess
@@ -215,6 +218,64 @@ def finish_driver(proc: subprocess.Popen[str], timeout: float) -> dict[str, Any]
     return result
 
 
+_WRK_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
+
+
+def _wrk_ms(text: str) -> float:
+    match = re.fullmatch(r"([0-9.]+)(us|ms|s|m)", text)
+    if match is None:
+        raise SystemExit(f"wrk printed an unexpected latency: {text!r}")
+    return float(match.group(1)) * _WRK_UNITS[match.group(2)]
+
+
+class WrkLoad:
+    """One `wrk -t1 -c<concurrency> --latency` process per path (C: the driver costs the server
+    little CPU); stopped by SIGINT, on which wrk prints its report, or at `duration`."""
+
+    def __init__(self, url: str, paths: list[str], concurrency: int, duration: float) -> None:
+        argv = ["wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(duration))}s", "--timeout", "10s"]
+        self.procs = {
+            path.split("?")[0]: subprocess.Popen(
+                [*argv, "--latency", url + path],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for path in paths
+        }
+
+    def finish(self, timeout: float, interrupt: bool) -> dict[str, Any]:
+        if interrupt:
+            for proc in self.procs.values():
+                proc.send_signal(signal.SIGINT)
+        out = {}
+        for path, proc in self.procs.items():
+            text, _ = proc.communicate(timeout=timeout)
+            out[path] = parse_wrk(text)
+        return out
+
+
+def parse_wrk(out: str) -> dict[str, Any]:
+    percentiles = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.M))
+    total = re.search(r"^\s+(\d+) requests in ([0-9.]+)(\w+),", out, re.M)
+    rps = re.search(r"^Requests/sec:\s+([0-9.]+)", out, re.M)
+    if not (total and rps and "50" in percentiles and "99" in percentiles):
+        raise SystemExit(f"could not read wrk's output:\n{out}")
+    latency = re.search(r"^\s+Latency\s+\S+\s+\S+\s+(\S+)", out, re.M)  # avg, stdev, max
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    return {
+        "requests": int(total.group(1)),
+        "errors": (int(non_2xx.group(1)) if non_2xx else 0)
+        + (sum(int(socket.group(i)) for i in (1, 2, 3)) if socket else 0),
+        "timeouts": int(socket.group(4)) if socket else 0,
+        "seconds": _wrk_ms(total.group(2) + total.group(3)) / 1000,
+        "rps": float(rps.group(1)),
+        "p50_ms": _wrk_ms(percentiles["50"]),
+        "p99_ms": _wrk_ms(percentiles["99"]),
+        "max_ms": _wrk_ms(latency.group(1)) if latency else None,
+    }
+
+
 # ---- the database side --------------------------------------------------------------------------------
 
 
@@ -295,19 +356,22 @@ async def measure_size(
         group_by = await time_group_by(conn, 3)
         print(f"plain GROUP BY recompute at rest (median of 3): {1000 * group_by:.0f} ms")
         q = f"?year={YEAR}"
-        rest = {}
+        rest: dict[str, Any] = {}
         for path_ in ENDPOINTS:
-            rest.update(
-                finish_driver(
-                    start_driver(url, [path_ + q], args.concurrency, args.duration), args.duration + 120
-                )
-            )
+            if args.driver == "wrk":
+                rest.update(WrkLoad(url, [path_ + q], 2 * args.concurrency, args.duration).finish(120, False))
+            else:
+                load = start_driver(url, [path_ + q], args.concurrency, args.duration)
+                rest.update(finish_driver(load, args.duration + 120))
         stop_file = str(work / f"stop-{size}")
+        await asyncio.to_thread(Path(stop_file).unlink, missing_ok=True)  # a kept --work-dir's
         pids = {"postgres": stack.pg.pid or 0, "consumer": stack.consumer.pid, "api": api_pid}
         cpu_before = cpu_snapshot(pids)
-        driver = await asyncio.to_thread(
-            start_driver, url, [p + q for p in ENDPOINTS], args.concurrency, 3600, stop_file
-        )
+        paths = [p + q for p in ENDPOINTS]
+        if args.driver == "wrk":
+            wrk = WrkLoad(url, paths, args.concurrency, 3600)
+        else:
+            driver = await asyncio.to_thread(start_driver, url, paths, args.concurrency, 3600, stop_file)
         conn_b = await connect(pg_env)
         key = f"hired_employees/replace-{run}-{size}.csv"
         ingest = asyncio.create_task(upload_and_wait(stack, conn_b, replace, key, 3600))
@@ -318,7 +382,7 @@ async def measure_size(
         replaced = await ingest
         await conn_b.close()
         await asyncio.to_thread(Path(stop_file).touch)
-        loading = finish_driver(driver, 120)
+        loading = wrk.finish(120, True) if args.driver == "wrk" else finish_driver(driver, 120)
         cpu = cpu_delta(cpu_before, cpu_snapshot(pids))
         answers = await check_answers(url, pg_env)
         return {
@@ -327,6 +391,7 @@ async def measure_size(
             "group_by_ms": 1000 * group_by,
             "group_by_loading_ms": None if group_by_loading is None else 1000 * group_by_loading,
             "at_rest": rest,
+            "driver": args.driver,
             "loading": loading,
             "replace_rows": replaced["rows"],
             "replace_seconds": replaced["seconds"],
@@ -343,6 +408,7 @@ def print_size(r: dict[str, Any]) -> None:
     print(f"plain GROUP BY while loading: {'-' if gl is None else f'{gl:.0f} ms'}")
     head = ("requests", "req/s", "p50 ms", "p99 ms", "max ms")
     print(f"  {'phase':10} {'endpoint':22} " + " ".join(f"{h:>8}" for h in head) + f" {'err':>4} {'t/o':>4}")
+    print(f"load driver: {r['driver']}")
     for phase in ("at_rest", "loading"):
         for path, m in r[phase].items():
             print(
@@ -377,6 +443,12 @@ def main() -> int:
     parser.add_argument("--replace", type=int, default=2_000_000, help="rows of the file ingested under load")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per at-rest phase")
     parser.add_argument("--concurrency", type=int, default=8, help="connections per endpoint")
+    parser.add_argument(
+        "--driver",
+        choices=("wrk", "python"),
+        default="wrk" if shutil.which("wrk") else "python",
+        help="load generator: wrk (C; default when installed: apt-get install wrk) or the Python one",
+    )
     parser.add_argument("--work-dir", type=Path, help="keep generated files here (reused next time)")
     parser.add_argument("--out", type=Path, default=BENCH / "results" / "read_side.json")
     args = parser.parse_args()
