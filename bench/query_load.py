@@ -65,7 +65,7 @@ def database(args: argparse.Namespace) -> Iterator[dict[str, str]]:
     """CONTRACT §3 database variables of the database to fill (created for the run, removed after)."""
     joined = {**os.environ, **(read_env_file(args.env_file) if args.env_file else {})}
     if "RDS_ENDPOINT" in joined:
-        db_env = {
+        db_env: dict[str, str] = {
             k: joined[k]
             for k in ("RDS_ENDPOINT", "RDS_DB_NAME", "RDS_USERNAME", "RDS_PASSWORD")
             if k in joined
@@ -368,6 +368,7 @@ async def check_fresh_after_write(url: str, db_env: dict[str, str], year: int) -
             first["department"],
             first["job"],
         )
+        assert ids is not None, f"no department/job named as in {first}"
         await conn.execute(
             "INSERT INTO hired_employees (id, name, datetime, department_id, job_id, src_object, src_line)"
             " VALUES ((SELECT max(id) + 1 FROM hired_employees), 'late hire',"

@@ -18,13 +18,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from ingest_bench import BUCKET, Stack, connect, generate  # type: ignore[import-not-found]
+import asyncpg
+from ingest_bench import BUCKET, Stack, connect, generate
 
 
-async def _wait(conn: object, query: str, want: object, seconds: float) -> float:
+async def _wait(conn: asyncpg.Connection, query: str, want: object, seconds: float) -> float:
     started = time.perf_counter()
     while time.perf_counter() - started < seconds:
-        if await conn.fetchval(query) == want:  # type: ignore[attr-defined]
+        if await conn.fetchval(query) == want:
             return time.perf_counter() - started
         await asyncio.sleep(0.05)
     raise TimeoutError(f"{query!r} never gave {want!r}")

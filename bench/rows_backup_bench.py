@@ -128,6 +128,7 @@ async def stages(db_env: dict[str, str]) -> dict[str, float]:
             FROM uploads u JOIN ingest_objects o ON o.upload_id = u.id
             """
         )
+        assert row is not None  # an aggregate without GROUP BY: always one row
         return {"to_consumer": float(row[0]), "applying": float(row[1])}
     finally:
         await conn.close()
@@ -170,7 +171,7 @@ async def reference_dump(db_env: dict[str, str], path: Path) -> float:
         start = time.perf_counter()
         await conn.copy_from_query(
             "SELECT id, name, datetime, department_id, job_id FROM hired_employees",
-            output=str(path),
+            output=path,
             format="csv",
         )
         return time.perf_counter() - start

@@ -104,6 +104,7 @@ async def one_run(
                     " FROM ingest_objects WHERE key = ANY($1::text[])",
                     keys,
                 )
+                assert row is not None  # an aggregate without GROUP BY: always one row
                 if row["failed"]:
                     raise SystemExit(f"{row['failed']} files failed; see {state}")
                 if row["loaded"] == len(keys):

@@ -85,12 +85,13 @@ def http(method: str, url: str, body: bytes | None = None, headers: dict[str, st
 
 def eventually(probe: Callable[[], T], accept: Callable[[T], bool], wait: float, what: str) -> T:
     deadline = time.monotonic() + wait
-    last: Any = None
+    last: T | Exception | None = None
     while time.monotonic() < deadline:
         try:
-            last = probe()
-            if accept(last):
-                return last
+            value = probe()
+            if accept(value):
+                return value
+            last = value
         except (OSError, ValueError, KeyError) as exc:  # URLError and HTTPError are OSErrors
             last = exc
         time.sleep(1)

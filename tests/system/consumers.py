@@ -13,9 +13,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncpg
+import msgspec
+
+from services.ingest.replay import ReplayReport
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[2]
+NAME_COLUMN = {"departments": "department", "jobs": "job", "hired_employees": "name"}
 
 
 class ConsumerProcess:
@@ -95,6 +99,28 @@ async def counts(conn: asyncpg.Connection) -> dict[str, int]:
     for table in ("hired_employees", "departments", "jobs", "ingest_rejects"):
         out[table] = int(await conn.fetchval(f"SELECT count(*) FROM {table}"))
     return out
+
+
+async def name_by_id(conn: asyncpg.Connection, table: str) -> dict[int, str]:
+    """id -> the name column (department, job or name) of every row `table` holds now."""
+    rows = await conn.fetch(f"SELECT id, {NAME_COLUMN[table]} FROM {table}")
+    return {row[0]: row[1] for row in rows}
+
+
+async def replay(env: Mapping[str, str], table: str, seconds: float = 120) -> ReplayReport:
+    """Run `hiring replay --table TABLE` to its end, in a thread (the event loop goes on), with `env`
+    over this process's environment; killed after `seconds`. Fails the test on a non-zero exit,
+    showing the end of stderr. Returns the table's report (the JSON line `hiring replay` prints last)."""
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "services.cli", "replay", "--table", table],
+        env={**os.environ, **env, "HIRING_LOG_FORMAT": "json"},
+        capture_output=True,
+        text=True,
+        timeout=seconds,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return msgspec.json.decode(done.stdout.strip().splitlines()[-1], type=ReplayReport)
 
 
 async def objects(conn: asyncpg.Connection) -> list[dict[str, Any]]:

@@ -9,8 +9,8 @@ requests go over HTTP, the database is PostgreSQL, the bucket is the stack's S3 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
+from typing import Any, Protocol
 
 import asyncpg
 import pytest
@@ -22,7 +22,14 @@ from services.query.auth import parse_api_keys
 from services.query.options import QueryOptions
 from tests.system.stack import Stack
 
-ClientFactory = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
+Client = TestClient[web.Request, web.Application]
+"""A client of a query app on a real port (aiohttp's TestClient)."""
+
+
+class ClientFactory(Protocol):
+    """`make_client`'s call: a client of a query app started for this test."""
+
+    def __call__(self, *, api_keys: str = "", options: QueryOptions | None = None) -> Awaitable[Client]: ...
 
 
 @pytest.fixture
@@ -36,11 +43,9 @@ def aws_credentials(fresh: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
 async def make_client(fresh: Stack, aws_credentials: None) -> AsyncIterator[ClientFactory]:
     """`await make_client(api_keys=..., options=...)`: a client of a query app started for this test
     (against this test's bucket and the emptied tables); all are closed at the end of the test."""
-    clients: list[TestClient[web.Request, web.Application]] = []
+    clients: list[Client] = []
 
-    async def make(
-        *, api_keys: str = "", options: QueryOptions | None = None
-    ) -> TestClient[web.Request, web.Application]:
+    async def make(*, api_keys: str = "", options: QueryOptions | None = None) -> Client:
         settings = fresh.settings("hiring-query")
         options = options or QueryOptions()
         if api_keys:
@@ -57,7 +62,7 @@ async def make_client(fresh: Stack, aws_credentials: None) -> AsyncIterator[Clie
 
 
 @pytest.fixture
-async def client(make_client: ClientFactory) -> TestClient[web.Request, web.Application]:
+async def client(make_client: ClientFactory) -> Client:
     """An open (no API keys) query app with the default options."""
     return await make_client()
 

@@ -150,7 +150,7 @@ def open_stack(state_dir: Path) -> Iterator[Stack]:
 
 def _start_containers(cleanup: ExitStack) -> tuple[dict[str, str], str]:
     try:
-        import docker  # type: ignore[import-untyped]
+        import docker
 
         engine = docker.from_env()
         engine.ping()

@@ -15,8 +15,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import avro.datafile  # type: ignore[import-untyped]
-import avro.io  # type: ignore[import-untyped]
+import avro.datafile
+import avro.io
 import pytest
 
 from shared.backup import avro as avro_schemas
@@ -85,10 +85,13 @@ def hiring(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
 def read_with_avro_package(path: Path) -> tuple[list[dict[str, Any]], dict[str, Any], bytes]:
     """Records, writer schema and codec of an Avro file, by the Apache `avro` package."""
     with path.open("rb") as f, avro.datafile.DataFileReader(f, avro.io.DatumReader()) as reader:
-        records = list(reader)
-        schema = json.loads(reader.get_meta("avro.schema").decode())
-        codec = reader.get_meta("avro.codec")
-    return records, schema, codec
+        records: list[dict[str, Any]] = []
+        for record in reader:
+            assert isinstance(record, dict), record  # an Avro record reads as a dict
+            records.append(record)
+        schema, codec = reader.get_meta("avro.schema"), reader.get_meta("avro.codec")
+    assert schema is not None and codec is not None, "the file names no schema or no codec"
+    return records, json.loads(schema), codec
 
 
 def sha256(path: Path) -> str:

@@ -53,7 +53,8 @@ def _post_csv(url: str, body: bytes) -> tuple[int, bytes]:
 
 def _status(api: str, upload_id: str) -> str | None:
     status, body = _get(f"{api}/uploads/{upload_id}")
-    return json.loads(body).get("status") if status == 200 else None  # type: ignore[no-any-return]
+    answer: dict[str, str] = json.loads(body) if status == 200 else {}
+    return answer.get("status")
 
 
 def _wait(what: str, check: Callable[[], bool], timeout: float) -> None:

@@ -7,7 +7,6 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.system.consumers import ConsumerProcess, all_done, counts, eventually, objects
+from tests.system.consumers import ConsumerProcess, all_done, counts, eventually, name_by_id, objects, replay
 from tests.system.stack import Stack
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "globant"  # the challenge's own files
@@ -125,7 +124,7 @@ async def test_later_upload_wins_when_events_arrive_in_reverse(fresh: Stack, tmp
             await eventually(lambda: objects(conn), lambda o: all_done(o, 1), what="b.csv loaded")
             sqs.send_message(QueueUrl=fresh.queue_url, MessageBody=first["Body"])
             await eventually(lambda: objects(conn), lambda o: all_done(o, 2), what="a.csv loaded")
-        names = dict(await conn.fetch("SELECT id, name FROM hired_employees"))
+        names = await name_by_id(conn, "hired_employees")
         assert len(names) == 500
         assert names[1] == "Old 1" and names[199] == "Old 199"
         assert all(names[i] == f"New {i}" for i in range(200, 501)), (
@@ -290,23 +289,13 @@ async def test_replay_rebuilds_a_table_from_the_bucket(fresh: Stack, tmp_path: P
     try:
         with ConsumerProcess(fresh.env, tmp_path / "c.log"):
             await eventually(lambda: objects(conn), lambda o: all_done(o, 2), what="2 files")
-        col = "department" if table == "departments" else "job"
-        before = dict(await conn.fetch(f"SELECT id, {col} FROM {table}"))
+        before = await name_by_id(conn, table)
         assert before == {1: "A", 2: "B2", 3: "C"}
         await conn.execute(f"DELETE FROM {table}")
         await conn.execute(f"INSERT INTO {table} VALUES (99, 'stray', 0, 0)")
-        done = await asyncio.to_thread(
-            subprocess.run,
-            [sys.executable, "-m", "services.cli", "replay", "--table", table],
-            env={**os.environ, **fresh.env, "HIRING_LOG_FORMAT": "json"},
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert done.returncode == 0, done.stderr[-2000:]
-        report = json.loads(done.stdout.strip().splitlines()[-1])
-        assert (report["objects"], report["rows_loaded"], report["rows_rejected"]) == (2, 4, 1)
-        assert dict(await conn.fetch(f"SELECT id, {col} FROM {table}")) == before
+        report = await replay(fresh.env, table)
+        assert (report.objects, report.rows_loaded, report.rows_rejected) == (2, 4, 1)
+        assert await name_by_id(conn, table) == before
         assert await conn.fetchval("SELECT count(*) FROM ingest_rejects") == 1
         assert not await conn.fetchval(f"SELECT to_regclass('{table}__replay') IS NOT NULL")
     finally:
@@ -334,7 +323,7 @@ async def test_same_key_overwritten_and_events_reversed(fresh: Stack, tmp_path: 
             )
         assert [o["status"] for o in objs] == ["loaded", "loaded"]
         assert [o["rows_loaded"] for o in objs] == [2, 2]  # each version read as it was uploaded
-        assert dict(await conn.fetch("SELECT id, job FROM jobs")) == {
+        assert await name_by_id(conn, "jobs") == {
             1: "Old one",
             2: "New two",
             3: "New three",
@@ -370,7 +359,7 @@ async def test_replay_while_a_consumer_keeps_loading(fresh: Stack, tmp_path: Pat
             _, err = await asyncio.wait_for(replay.communicate(), 120)
             assert replay.returncode == 0, err.decode()[-2000:]
             await eventually(lambda: objects(conn), lambda o: all_done(o, 2), wait=120, what="b.csv loaded")
-        names = dict(await conn.fetch("SELECT id, name FROM hired_employees"))
+        names = await name_by_id(conn, "hired_employees")
         assert len(names) == 50_000
         assert names[1] == "A 1" and names[20_000] == "A 20000"
         # b.csv was uploaded after a.csv: its rows win wherever the ids overlap, replayed or not

@@ -20,6 +20,7 @@ import asyncpg
 from services.ingest import sql
 from services.ingest.order import order_key, order_time
 from shared.dictionary import TABLES
+from tests.system.consumers import name_by_id
 from tests.system.stack import Stack
 
 JOBS = TABLES["jobs"]
@@ -38,7 +39,9 @@ async def _register(
 
 
 async def _waiting_on_a_lock(conn: asyncpg.Connection, pid: int) -> bool:
-    event = await conn.fetchval("SELECT wait_event_type FROM pg_stat_activity WHERE pid = $1", pid)
+    event: str | None = await conn.fetchval(
+        "SELECT wait_event_type FROM pg_stat_activity WHERE pid = $1", pid
+    )
     return event == "Lock"
 
 
@@ -126,7 +129,7 @@ async def test_the_merge_replaces_by_upload_order_then_line(fresh: Stack) -> Non
         # c has b's time: the full keys decide (hash of key and version): one of them wins, the same
         # one whatever the order of the merges
         await merge([(2, "c2", c_id, 1, c_order)])
-        rows = dict(await conn.fetch("SELECT id, job FROM jobs"))
+        rows = await name_by_id(conn, "jobs")
         assert (rows[1], rows[3]) == ("b1", "a3'")
         assert rows[2] == ("c2" if c_order > b_order else "b2 again")
     finally:

@@ -8,19 +8,16 @@ from typing import TYPE_CHECKING, Any
 
 import jsonschema
 import msgspec
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 from openapi_spec_validator import validate as validate_spec
 
 from services.query.app import ENDPOINTS
+from services.query.endpoints import Endpoint
 from services.query.openapi import REF_TEMPLATE
 
 if TYPE_CHECKING:
-    from tests.system.query_fixtures import ClientFactory, Seed
+    from tests.system.query_fixtures import Client, ClientFactory, Seed
 
 pytest_plugins = ("tests.system.query_fixtures",)
-
-Client = TestClient[web.Request, web.Application]
 
 
 async def _document(client: Client) -> dict[str, Any]:
@@ -44,7 +41,7 @@ async def test_every_served_route_is_documented_and_nothing_else(client: Client)
     }
     served = {
         (route.method, route.resource.canonical)
-        for route in client.server.app.router.routes()
+        for route in client.app.router.routes()
         if route.method != "HEAD" and route.resource is not None
     }
     assert documented == served
@@ -93,7 +90,7 @@ async def test_live_answers_match_the_documented_schemas(client: Client, seed: S
         ("GET", "/readyz", await client.get("/readyz")),
         ("GET", "/openapi.json", await client.get("/openapi.json")),
     ]
-    by_route = {(ep.method, ep.path): ep for ep in ENDPOINTS}
+    by_route: dict[tuple[str, str], Endpoint] = {(ep.method, ep.path): ep for ep in ENDPOINTS}
     for method, path, response in calls:
         body = await response.read()
         declared = by_route[(method, path)].responses[response.status]

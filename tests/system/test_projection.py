@@ -19,7 +19,7 @@ import asyncpg
 from services.query import sql
 from services.query.projection import FoldPolicy, fold_forever
 from shared.db import create_pool, migrate
-from tests.system.consumers import ConsumerProcess, all_done, eventually, objects
+from tests.system.consumers import ConsumerProcess, all_done, eventually, objects, replay
 from tests.system.stack import Stack
 
 if TYPE_CHECKING:
@@ -246,15 +246,7 @@ async def test_both_load_paths_and_replay_keep_the_projection_exact(
     # replay rebuilds into a trigger-less copy and swaps it in (TRUNCATE + INSERT): the projection
     # follows, and a stray row written meanwhile outside the bucket's history disappears from both
     await db.execute("INSERT INTO hired_employees VALUES (999999, 'stray', now(), 1, 1, 0, 0)")
-    done = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "services.cli", "replay", "--table", "hired_employees"],
-        env={**os.environ, **fresh.env, "HIRING_LOG_FORMAT": "json"},
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
+    await replay(fresh.env, "hired_employees", seconds=180)
     assert await projection_cells(db) == want
     await assert_consistent(db)
 

@@ -96,12 +96,11 @@ async def _status(client: Client, method: str, path: str, key: str | None = None
     headers = {}
     if key is not None:
         headers = {"Authorization": f"Bearer {key}"} if how == "bearer" else {"X-API-Key": key}
-    kwargs: dict[str, object] = {"headers": headers}
+    form: aiohttp.FormData | None = None
     if method == "POST":
         form = aiohttp.FormData()
         form.add_field("file", b"1,Clerk\n", filename="jobs.csv")
-        kwargs["data"] = form
-    response = await client.request(method, path, **kwargs)  # type: ignore[arg-type]
+    response = await client.request(method, path, headers=headers, data=form)
     if response.status >= 400:
         assert response.content_type == "application/json"
         assert set(await response.json()) >= {"error"}

@@ -5,30 +5,22 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
-import urllib.request
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 
-from services.dev.ports import free_port
 from services.query.auth import parse_api_keys
 from services.query.options import QueryOptions, load_options
 from shared.config import ConfigError
+from tests.system.query_server import query_server
 
 if TYPE_CHECKING:
-    from tests.system.query_fixtures import ClientFactory
+    from tests.system.query_fixtures import Client, ClientFactory
     from tests.system.stack import Stack
 
 pytest_plugins = ("tests.system.query_fixtures",)
-
-Client = TestClient[web.Request, web.Application]
 APP = "https://dashboard.example.com"
 
 
@@ -101,32 +93,10 @@ async def test_allowed_origins_get_cors_headers_even_with_api_keys(make_client: 
 
 
 @pytest.fixture
-def slow_api(stack: Stack) -> str:
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "services.cli", "query", "--host", "127.0.0.1", "--port", str(port)],
-        env={
-            **os.environ,
-            **stack.env,
-            "HIRING_HTTP_HEADER_TIMEOUT": "2",
-            "HIRING_HTTP_BODY_TIMEOUT": "2",
-            "HIRING_LOG_FORMAT": "json",
-        },
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/healthz", timeout=2):
-                break
-        except OSError:
-            assert proc.poll() is None and time.monotonic() < deadline, "hiring query did not start"
-            time.sleep(0.2)
-    yield url  # type: ignore[misc]
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(30)
+def slow_api(stack: Stack) -> Iterator[str]:
+    env = {**stack.env, "HIRING_HTTP_HEADER_TIMEOUT": "2", "HIRING_HTTP_BODY_TIMEOUT": "2"}
+    with query_server(env, ready="/healthz") as url:
+        yield url
 
 
 async def test_a_request_head_that_never_ends_is_cut_off(slow_api: str) -> None:

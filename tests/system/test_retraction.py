@@ -10,31 +10,10 @@ what the bucket shows.
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-from tests.system.consumers import ConsumerProcess, all_done, eventually, objects
+from tests.system.consumers import ConsumerProcess, all_done, eventually, name_by_id, objects, replay
 from tests.system.stack import Stack
-
-
-async def _jobs(conn: object) -> dict[int, str]:
-    return dict(await conn.fetch("SELECT id, job FROM jobs"))  # type: ignore[attr-defined]
-
-
-def _replay(stack: Stack, table: str) -> dict[str, int]:
-    done = subprocess.run(
-        [sys.executable, "-m", "services.cli", "replay", "--table", table],
-        env={**os.environ, **stack.env, "HIRING_LOG_FORMAT": "json"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    report: dict[str, int] = json.loads(done.stdout.strip().splitlines()[-1])
-    return report
 
 
 async def test_deleting_an_upload_reverts_its_ids_to_the_earlier_upload(fresh: Stack, tmp_path: Path) -> None:
@@ -46,7 +25,7 @@ async def test_deleting_an_upload_reverts_its_ids_to_the_earlier_upload(fresh: S
     try:
         with ConsumerProcess(fresh.env, tmp_path / "c.log") as consumer:
             await eventually(lambda: objects(conn), lambda o: all_done(o, 2), what="2 files")
-            assert await _jobs(conn) == {1: "WRONG", 2: "QA", 3: "ALSO WRONG"}
+            assert await name_by_id(conn, "jobs") == {1: "WRONG", 2: "QA", 3: "ALSO WRONG"}
             # delete exactly that version (what DELETE /uploads/{id} and `hiring retract` do)
             s3.delete_object(Bucket=fresh.bucket, Key="jobs/stray.csv", VersionId=stray["VersionId"])
             await eventually(
@@ -54,16 +33,17 @@ async def test_deleting_an_upload_reverts_its_ids_to_the_earlier_upload(fresh: S
                 lambda o: [x["status"] for x in o] == ["loaded", "retracted"],
                 what="the stray upload retracted",
             )
-            assert await _jobs(conn) == {1: "Dev", 2: "QA"}  # id 1 back to the earlier upload, id 3 gone
+            # id 1 back to the earlier upload, id 3 gone
+            assert await name_by_id(conn, "jobs") == {1: "Dev", 2: "QA"}
             assert "retracted" in consumer.log()
             outcomes = [
                 r["outcome"] for r in await conn.fetch("SELECT outcome FROM ingest_events ORDER BY id")
             ]
             assert outcomes.count("retracted") == 1
         # replay agrees with live ingestion, and the retracted version stays retracted
-        report = _replay(fresh, "jobs")
-        assert (report["objects"], report["rows_after"]) == (1, 2)
-        assert await _jobs(conn) == {1: "Dev", 2: "QA"}
+        report = await replay(fresh.env, "jobs")
+        assert (report.objects, report.rows_after) == (1, 2)
+        assert await name_by_id(conn, "jobs") == {1: "Dev", 2: "QA"}
         assert [x["status"] for x in await objects(conn)] == ["loaded", "retracted"]
     finally:
         await conn.close()
@@ -80,11 +60,11 @@ async def test_replay_leaves_out_versions_behind_a_delete_marker(fresh: Stack, t
     try:
         with ConsumerProcess(fresh.env, tmp_path / "c.log"):
             await eventually(lambda: objects(conn), lambda o: all_done(o, 3), what="3 versions")
-        assert await _jobs(conn) == {1: "Dev", 2: "Lead 2", 4: "Ops"}
+        assert await name_by_id(conn, "jobs") == {1: "Dev", 2: "Lead 2", 4: "Ops"}
         s3.delete_object(Bucket=fresh.bucket, Key="jobs/b.csv")  # a delete marker: both versions hidden
-        report = _replay(fresh, "jobs")
-        assert (report["objects"], report["retracted"]) == (1, 2)
-        assert await _jobs(conn) == {1: "Dev", 2: "QA"}
+        report = await replay(fresh.env, "jobs")
+        assert (report.objects, report.retracted) == (1, 2)
+        assert await name_by_id(conn, "jobs") == {1: "Dev", 2: "QA"}
         statuses = {(x["key"], x["status"]) for x in await objects(conn)}
         assert statuses == {("jobs/a.csv", "loaded"), ("jobs/b.csv", "retracted")}
     finally:
@@ -110,16 +90,16 @@ async def test_a_snapshot_replaces_the_table_and_replay_keeps_what_came_after(
                 Metadata={"hiring-kind": "snapshot"},
             )
             await eventually(lambda: objects(conn), lambda o: all_done(o, 2), what="the snapshot")
-            assert await _jobs(conn) == {2: "QA restored", 5: "New"}
+            assert await name_by_id(conn, "jobs") == {2: "QA restored", 5: "New"}
             await asyncio.sleep(0.05)
             s3.put_object(Bucket=fresh.bucket, Key="jobs/b.csv", Body=b"1,Back\n")
             await eventually(lambda: objects(conn), lambda o: all_done(o, 3), what="b.csv")
         after = {1: "Back", 2: "QA restored", 5: "New"}
-        assert await _jobs(conn) == after
-        kinds = dict(await conn.fetch("SELECT key, kind FROM ingest_objects"))
+        assert await name_by_id(conn, "jobs") == after
+        kinds = {r["key"]: r["kind"] for r in await conn.fetch("SELECT key, kind FROM ingest_objects")}
         assert kinds["jobs/restores/r1.csv"] == "snapshot"
-        report = _replay(fresh, "jobs")
-        assert report["objects"] == 3
-        assert await _jobs(conn) == after
+        report = await replay(fresh.env, "jobs")
+        assert report.objects == 3
+        assert await name_by_id(conn, "jobs") == after
     finally:
         await conn.close()

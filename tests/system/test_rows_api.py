@@ -15,7 +15,7 @@ import pytest
 from services.query.options import QueryOptions
 from services.query.rows import csv_body_rows, json_rows_to_csv, row_of_line
 from shared.dictionary import TABLES
-from tests.system.consumers import ConsumerProcess
+from tests.system.consumers import ConsumerProcess, name_by_id
 
 if TYPE_CHECKING:
     from tests.system.query_fixtures import Client, ClientFactory
@@ -146,7 +146,7 @@ async def test_csv_batch_rejects_are_named_by_line(client: Client, fresh: Stack,
     assert [r["row"] for r in body["rejects"]] == [4, 6]
     conn = await fresh.connect()
     try:
-        assert dict(await conn.fetch("SELECT id, job FROM jobs")) == {1: "Ingeniera de Datos", 3: "Analyst"}
+        assert await name_by_id(conn, "jobs") == {1: "Ingeniera de Datos", 3: "Analyst"}
     finally:
         await conn.close()
 
@@ -242,7 +242,7 @@ async def test_same_key_same_body_applies_once_other_body_is_422(
     conn = await fresh.connect()
     try:
         assert await conn.fetchval("SELECT count(*) FROM ingest_objects") == 3
-        assert dict(await conn.fetch("SELECT id, job FROM jobs")) == {1: "Engineer", 3: "Racer"}
+        assert await name_by_id(conn, "jobs") == {1: "Engineer", 3: "Racer"}
     finally:
         await conn.close()
 

@@ -5,18 +5,14 @@ document calls valid accepted and data it calls invalid rejected."""
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from services.dev.ports import free_port
+from tests.system.query_server import query_server
 from tests.system.stack import Stack
 
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
@@ -55,32 +51,10 @@ NOT_FOR_DATA_CHECKS = (
 
 @pytest.fixture
 def api(fresh: Stack) -> Iterator[str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "services.cli", "query", "--host", "127.0.0.1", "--port", str(port)],
-        # no consumer runs here: batch rows and restores answer 202 (pending) after a short wait
-        env={
-            **os.environ,
-            **fresh.env,
-            "HIRING_LOG_FORMAT": "json",
-            "HIRING_ROWS_WAIT_SECONDS": "2",
-            "HIRING_RESTORE_WAIT_SECONDS": "2",
-        },
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/readyz", timeout=2):
-                break
-        except OSError:
-            assert proc.poll() is None and time.monotonic() < deadline, "hiring query did not start"
-            time.sleep(0.2)
-    yield url
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(30)
+    # no consumer runs here: batch rows and restores answer 202 (pending) after a short wait
+    env = {**fresh.env, "HIRING_ROWS_WAIT_SECONDS": "2", "HIRING_RESTORE_WAIT_SECONDS": "2"}
+    with query_server(env) as url:
+        yield url
 
 
 def _schemathesis(url: str, *args: str) -> None:

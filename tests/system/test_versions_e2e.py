@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-from tests.system.consumers import ConsumerProcess, eventually, objects
+from tests.system.consumers import ConsumerProcess, eventually, name_by_id, objects, replay
 from tests.system.stack import Stack
 
 
@@ -35,17 +31,8 @@ async def test_a_revert_to_earlier_content_wins_also_after_replay(fresh: Stack, 
                 what="all versions loaded",
             )
         expected = {1: "Dev", 2: "QA", 3: "B-only"}  # id 3 only ever came from B
-        assert dict(await conn.fetch("SELECT id, job FROM jobs")) == expected
-        done = await asyncio.to_thread(
-            subprocess.run,
-            [sys.executable, "-m", "services.cli", "replay", "--table", "jobs"],
-            env={**os.environ, **fresh.env, "HIRING_LOG_FORMAT": "json"},
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert done.returncode == 0, done.stderr[-2000:]
-        assert json.loads(done.stdout.strip().splitlines()[-1])["objects"] == 3
-        assert dict(await conn.fetch("SELECT id, job FROM jobs")) == expected
+        assert await name_by_id(conn, "jobs") == expected
+        assert (await replay(fresh.env, "jobs")).objects == 3
+        assert await name_by_id(conn, "jobs") == expected
     finally:
         await conn.close()

@@ -21,8 +21,8 @@ from services.ingest.content import SNIFF_BYTES, ContentDecoder, UnreadableConte
 CSV = b"".join(b"%d,Name %d,2021-07-27T16:02:08Z,1,2\r\n" % (i, i) for i in range(1, 2000))
 
 
-def decode(chunks: list[bytes], **kwargs: int | bool) -> bytes:
-    decoder = ContentDecoder(**kwargs)  # type: ignore[arg-type]
+def decode(chunks: list[bytes], *, skip: int = 0, check: bool = True) -> bytes:
+    decoder = ContentDecoder(skip=skip, check=check)
     out = [piece for chunk in chunks for piece in decoder.feed(chunk)]
     out += decoder.finish()
     return b"".join(out)

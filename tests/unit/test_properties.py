@@ -142,7 +142,9 @@ def test_property_every_line_is_accounted_for(
     for reject in outcome.rejects:
         assert reject.reason and reject.raw == by_line[reject.line].raw.replace("\x00", "\ufffd")
     for row in outcome.rows:  # loaded only what validate_fields accepts, with its values
-        record = by_line[int(row[-1])]  # type: ignore[arg-type]
+        line = row[-1]  # the batch's src_line column
+        assert isinstance(line, int)
+        record = by_line[line]
         assert record.fields is not None and row[-2] == 3
         assert tuple(validate_fields(table, record.fields)) == row[:-2]
 
