@@ -29,7 +29,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -40,6 +40,9 @@ from boto3.s3.transfer import TransferConfig  # noqa: E402
 from services.dev.localaws import MotoServer, clients, provision  # noqa: E402
 from services.dev.postgres import EmbeddedPostgres  # noqa: E402
 from services.dev.process import child_env, spawn, stop  # noqa: E402
+
+if TYPE_CHECKING:
+    from types_boto3_s3 import S3Client
 
 REGION = "us-east-1"
 BUCKET = "globant-raw-data"
@@ -203,7 +206,12 @@ def wait_for_log(path: Path, needle: str, proc: subprocess.Popen[bytes], timeout
 
 
 async def run_ingest(
-    args: argparse.Namespace, gen: Generated, pg_env: dict[str, str], s3: Any, key: str, pids: dict[str, int]
+    args: argparse.Namespace,
+    gen: Generated,
+    pg_env: dict[str, str],
+    s3: S3Client,
+    key: str,
+    pids: dict[str, int],
 ) -> Measured:
     conn = await connect(pg_env)
     try:

@@ -25,7 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -39,6 +39,9 @@ from services.dev.localaws import MotoServer, clients, provision  # noqa: E402
 from services.dev.postgres import EmbeddedPostgres  # noqa: E402
 from services.dev.process import child_env, spawn, stop  # noqa: E402
 from shared.db import migrate  # noqa: E402
+
+if TYPE_CHECKING:
+    from types_boto3_s3 import S3Client
 
 BUCKET = "globant-raw-data"
 QUEUE = "hiring-scale"
@@ -68,7 +71,7 @@ def tree_cpu(root_pid: int) -> float:
 
 
 async def one_run(
-    n: int, files: list[Path], env: dict[str, str], pg: EmbeddedPostgres, s3: Any, state: Path, run: int
+    n: int, files: list[Path], env: dict[str, str], pg: EmbeddedPostgres, s3: S3Client, state: Path, run: int
 ) -> dict[str, Any]:
     conn = await connect(pg.env())
     try:

@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncpg
 
@@ -28,6 +28,10 @@ from services.dev.localaws import MotoServer, Provisioned, clients, provision
 from services.dev.postgres import EmbeddedPostgres
 from shared.config import DEFAULT_BUCKET, Settings, load_settings
 from shared.db import connect, migrate
+
+if TYPE_CHECKING:
+    from types_boto3_s3 import S3Client
+    from types_boto3_sqs import SQSClient
 
 BACKEND_VAR = "HIRING_TEST_STACK"
 REGION = "us-east-1"
@@ -62,11 +66,15 @@ class Stack:
     def settings(self, service_name: str = "tests", **kw: Any) -> Settings:
         return load_settings(self.env, service_name=service_name, **kw)
 
-    def s3(self) -> Any:
-        return clients(self.endpoint_url, self.region)[0]
+    def s3(self) -> S3Client:
+        """A boto3 S3 client of the stack's endpoint."""
+        s3: S3Client = clients(self.endpoint_url, self.region)[0]
+        return s3
 
-    def sqs(self) -> Any:
-        return clients(self.endpoint_url, self.region)[1]
+    def sqs(self) -> SQSClient:
+        """A boto3 SQS client of the stack's endpoint."""
+        sqs: SQSClient = clients(self.endpoint_url, self.region)[1]
+        return sqs
 
     async def connect(self) -> asyncpg.Connection:
         return await connect(self.settings().db)

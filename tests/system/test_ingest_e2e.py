@@ -10,12 +10,16 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.system.consumers import ConsumerProcess, all_done, counts, eventually, name_by_id, objects, replay
 from tests.system.stack import Stack
+
+if TYPE_CHECKING:
+    from types_boto3_sqs import SQSClient
+    from types_boto3_sqs.type_defs import MessageTypeDef
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "globant"  # the challenge's own files
 
@@ -30,9 +34,9 @@ def employees_csv(first: int, last: int, name: str = "Emp", *, bad_every: int = 
     return ("\n".join(lines) + "\n").encode()
 
 
-def receive_all(sqs: Any, queue_url: str, expect: int, timeout: float = 20) -> list[dict[str, Any]]:
+def receive_all(sqs: SQSClient, queue_url: str, expect: int, timeout: float = 20) -> list[MessageTypeDef]:
     """Take `expect` S3 object events off the queue (skipping S3's test event) without a consumer."""
-    got: list[dict[str, Any]] = []
+    got: list[MessageTypeDef] = []
     deadline = time.monotonic() + timeout
     while len(got) < expect and time.monotonic() < deadline:
         resp = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
@@ -44,7 +48,7 @@ def receive_all(sqs: Any, queue_url: str, expect: int, timeout: float = 20) -> l
     return got
 
 
-def queue_depth(sqs: Any, url: str) -> int:
+def queue_depth(sqs: SQSClient, url: str) -> int:
     attrs = sqs.get_queue_attributes(
         QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
     )["Attributes"]
@@ -105,7 +109,7 @@ async def test_event_delivered_three_times_is_applied_once(fresh: Stack, tmp_pat
         await conn.close()
 
 
-async def _depth(sqs: Any, url: str) -> int:
+async def _depth(sqs: SQSClient, url: str) -> int:
     return queue_depth(sqs, url)
 
 

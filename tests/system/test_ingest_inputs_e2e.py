@@ -36,14 +36,9 @@ MAC_EXPORT = (
 )
 
 
-def _client(stack: Stack, service: str) -> Any:
-    return boto3.client(
-        service,
-        region_name=stack.region,
-        endpoint_url=stack.endpoint_url,
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
-    )
+def _session(stack: Stack) -> boto3.Session:
+    """A boto3 session with the stack's region and test credentials (its clients take the endpoint)."""
+    return boto3.Session(region_name=stack.region, aws_access_key_id="test", aws_secret_access_key="test")
 
 
 def _queue_arn(stack: Stack) -> str:
@@ -53,7 +48,7 @@ def _queue_arn(stack: Stack) -> str:
 
 def _through_sns(stack: Stack, *, raw: bool) -> None:
     """Rewire the bucket's notification: S3 -> SNS topic -> the queue (raw message delivery or not)."""
-    sns = _client(stack, "sns")
+    sns = _session(stack).client("sns", endpoint_url=stack.endpoint_url)
     topic = sns.create_topic(Name=f"{stack.bucket}-events")["TopicArn"]
     attributes = {"RawMessageDelivery": "true"} if raw else {}
     sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=_queue_arn(stack), Attributes=attributes)
@@ -68,7 +63,7 @@ def _through_sns(stack: Stack, *, raw: bool) -> None:
 
 def _through_eventbridge(stack: Stack) -> None:
     """Rewire the bucket's notification: S3 -> EventBridge (default bus) -> a rule -> the queue."""
-    events = _client(stack, "events")
+    events = _session(stack).client("events", endpoint_url=stack.endpoint_url)
     rule = f"{stack.bucket}-created"
     pattern = {
         "source": ["aws.s3"],

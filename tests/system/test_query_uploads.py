@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -36,15 +36,16 @@ def _form(*files: tuple[str, bytes], fields: dict[str, str] | None = None) -> ai
     return form
 
 
-async def _objects(stack: Stack) -> list[dict[str, Any]]:
+async def _objects(stack: Stack) -> list[Mapping[str, object]]:
     """Every object version and delete marker in the test's (versioned) bucket, and pending multipart
     uploads: what an upload may leave behind."""
 
-    def scan() -> list[dict[str, Any]]:
+    def scan() -> list[Mapping[str, object]]:
         s3 = stack.s3()
-        found: list[dict[str, Any]] = []
+        found: list[Mapping[str, object]] = []
         versions = s3.list_object_versions(Bucket=stack.bucket)
-        found += versions.get("Versions", []) + versions.get("DeleteMarkers", [])
+        found += versions.get("Versions", [])
+        found += versions.get("DeleteMarkers", [])
         found += s3.list_multipart_uploads(Bucket=stack.bucket).get("Uploads", [])
         return found
 
