@@ -28,23 +28,22 @@ class YearData(msgspec.Struct, frozen=True):
 # ---- metrics ------------------------------------------------------------------------------------
 
 # Hires per (department id, job id) in one UTC year, by UTC quarter, from the hires projection
-# (migration 005): the year's folded cells plus the deltas not yet folded, so the cost is the
+# (migrations 005 and 008: one cell per year, department and job, with its four quarters): the
+# year's folded cells plus the deltas not yet folded, so the cost is the
 # answer's size (and the small unfolded backlog), never the employees table's. Only pairs whose
 # department and job both exist.
 _YEAR_PAIRS = """
 WITH cells AS (
-    SELECT department_id, job_id, quarter, hires FROM hires_cells WHERE year = $1
+    SELECT department_id, job_id, q1, q2, q3, q4 FROM hires_cells WHERE year = $1
     UNION ALL
-    SELECT u.department_id, u.job_id, u.quarter, u.hires
+    SELECT u.department_id, u.job_id, u.q1, u.q2, u.q3, u.q4
     FROM hires_deltas d,
-         unnest(d.department_ids, d.job_ids, d.quarters, d.hires) AS u(department_id, job_id, quarter, hires)
+         unnest(d.department_ids, d.job_ids, d.q1::bigint[], d.q2::bigint[], d.q3::bigint[], d.q4::bigint[])
+         AS u(department_id, job_id, q1, q2, q3, q4)
     WHERE d.year = $1
 ), per_pair AS (
-    SELECT department_id, job_id,
-           coalesce(sum(hires) FILTER (WHERE quarter = 1), 0)::bigint AS q1,
-           coalesce(sum(hires) FILTER (WHERE quarter = 2), 0)::bigint AS q2,
-           coalesce(sum(hires) FILTER (WHERE quarter = 3), 0)::bigint AS q3,
-           coalesce(sum(hires) FILTER (WHERE quarter = 4), 0)::bigint AS q4
+    SELECT department_id, job_id, sum(q1)::bigint AS q1, sum(q2)::bigint AS q2,
+           sum(q3)::bigint AS q3, sum(q4)::bigint AS q4
     FROM cells
     GROUP BY department_id, job_id
 )
@@ -100,17 +99,7 @@ _REBUILD = "SELECT rebuild_hires_projection()"
 # hired_employees disagree, in key order, at most $1 of them.
 _PROJECTION_DIFF = """
 WITH projected AS (
-    SELECT year, quarter, department_id, job_id, sum(hires)::bigint AS hires
-    FROM (
-        SELECT year, quarter, department_id, job_id, hires FROM hires_cells
-        UNION ALL
-        SELECT d.year, u.quarter, u.department_id, u.job_id, u.hires
-        FROM hires_deltas d,
-             unnest(d.department_ids, d.job_ids, d.quarters, d.hires)
-             AS u(department_id, job_id, quarter, hires)
-    ) a
-    GROUP BY 1, 2, 3, 4
-    HAVING sum(hires) <> 0
+    SELECT year, quarter, department_id, job_id, hires FROM hires_projected
 ), counted AS (
     SELECT date_part('year', q AT TIME ZONE 'UTC')::int AS year,
            date_part('quarter', q AT TIME ZONE 'UTC')::smallint AS quarter,
@@ -130,10 +119,10 @@ LIMIT $1
 
 _PROJECTION_TOTALS = """
 SELECT (SELECT count(*) FROM hired_employees) AS employees,
-       (SELECT coalesce(sum(hires), 0) FROM hires_cells)
-     + (SELECT coalesce(sum(h), 0) FROM hires_deltas, unnest(hires) AS h) AS projected,
+       (SELECT coalesce(sum(hires), 0) FROM hires_projected) AS projected,
        (SELECT count(*) FROM hires_cells) AS cells,
-       (SELECT count(*) FROM hires_cells WHERE hires <= 0) AS bad_cells,
+       (SELECT count(*) FROM hires_cells
+        WHERE least(q1, q2, q3, q4) < 0 OR (q1, q2, q3, q4) = (0, 0, 0, 0)) AS bad_cells,
        (SELECT count(*) FROM hires_deltas) AS deltas
 """
 
@@ -154,8 +143,8 @@ class ProjectionReport(msgspec.Struct, frozen=True):
 
     employees: int  # rows in hired_employees
     projected: int  # hires the projection holds in all
-    cells: int  # folded cells
-    bad_cells: int  # folded cells at 0 or below (the folder deletes those that reach 0)
+    cells: int  # folded cells: (year, department, job) with four quarter counts
+    bad_cells: int  # folded cells with a quarter below 0 or all four at 0 (the folder deletes those)
     deltas: int  # delta rows not yet folded
     diffs: list[CellDiff]  # the first disagreeing cells, in key order
 

@@ -63,16 +63,7 @@ def expected_cells(*files: list[Row]) -> Counter[tuple[int, int, int, int]]:
 
 async def projection_cells(conn: asyncpg.Connection) -> Counter[tuple[int, int, int, int]]:
     """What a metric reads: folded cells plus unfolded deltas, summed per cell."""
-    rows = await conn.fetch(
-        """
-        SELECT year, quarter, department_id, job_id, sum(hires)::bigint AS n FROM (
-            SELECT year, quarter, department_id, job_id, hires FROM hires_cells
-            UNION ALL
-            SELECT d.year, u.q, u.d, u.j, u.n FROM hires_deltas d,
-                   unnest(d.department_ids, d.job_ids, d.quarters, d.hires) AS u(d, j, q, n)
-        ) a GROUP BY 1, 2, 3, 4 HAVING sum(hires) <> 0
-        """
-    )
+    rows = await conn.fetch("SELECT year, quarter, department_id, job_id, hires AS n FROM hires_projected")
     return Counter({(r["year"], r["quarter"], r["department_id"], r["job_id"]): r["n"] for r in rows})
 
 
@@ -111,7 +102,10 @@ async def test_every_statement_kind_keeps_the_projection_exact(seed: Seed, db: a
     assert await sql.fold(db, 0, timedelta(0)) > 0
     assert await db.fetchval("SELECT count(*) FROM hires_deltas") == 0
     report = await assert_consistent(db)
-    assert report.cells == await db.fetchval("SELECT count(*) FROM hires_cells WHERE hires > 0")
+    assert report.cells == await db.fetchval(
+        "SELECT count(*) FROM hires_cells"
+        " WHERE (q1, q2, q3, q4) <> (0, 0, 0, 0) AND least(q1, q2, q3, q4) >= 0"
+    )
     await db.execute("DELETE FROM hired_employees WHERE department_id = 9")
     await sql.fold(db, 0, timedelta(0))
     assert await db.fetchval("SELECT count(*) FROM hires_cells WHERE department_id = 9") == 0
@@ -167,11 +161,11 @@ async def test_a_transaction_rolled_back_leaves_no_trace(seed: Seed, db: asyncpg
 
 async def test_migrate_rebuilds_the_projection_of_existing_rows(seed: Seed, db: asyncpg.Connection) -> None:
     await seed.employees([(i, "x", "2021-08-01T00:00:00Z", 1, 1 + i % 2) for i in range(1, 11)])
-    # as if the rows had been loaded before migration 005 existed
+    # as if the rows had been loaded before the projection's current shape (migration 008) existed
     await db.execute("DELETE FROM hires_deltas; DELETE FROM hires_cells")
     assert not (await sql.check_projection(db)).ok
-    await db.execute("DELETE FROM schema_migrations WHERE name = '005_hires_projection.sql'")
-    assert await migrate(db) == ["005_hires_projection.sql"]
+    await db.execute("DELETE FROM schema_migrations WHERE name = '008_hires_pairs.sql'")
+    assert await migrate(db) == ["008_hires_pairs.sql"]
     assert await projection_cells(db) == Counter({(2021, 3, 1, 1): 5, (2021, 3, 1, 2): 5})
     await assert_consistent(db)
 
@@ -194,7 +188,7 @@ async def test_hiring_check_finds_a_wrong_cell_and_repairs_it(
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "hired_employees rows: 5; projection total: 5" in ok.stdout and "projection OK" in ok.stdout
     await sql.fold(db, 0, timedelta(0))
-    await db.execute("UPDATE hires_cells SET hires = hires + 2")
+    await db.execute("UPDATE hires_cells SET q1 = q1 + 2")
     bad = await asyncio.to_thread(_check, fresh)
     assert bad.returncode == 1
     assert "year 2021 Q1 department 3 job 4: projection 7, recount 5" in bad.stdout
