@@ -15,7 +15,9 @@ query API in its own process, the load driver in another):
    before the projection (its statement is copied below), median of 3 runs;
 4. under load: uploads a `--replace`-row file (ids 1..R, every row changed: other times,
    departments and jobs, so the merge path moves counts between cells) and drives both metrics at
-   once until the ledger says `loaded`; the GROUP BY reference is timed once more meanwhile;
+   once until the ledger says `loaded`; the GROUP BY reference is timed once more meanwhile, and
+   then the metrics read itself (sql.read_year) back to back on its own connection, so the table
+   shows what part of a request's wait is the database's;
 5. checks that both answers, right after the load, equal a direct SQL computation.
 Results go to `--out` (JSON) for bench/plot_latency.py.
 """
@@ -53,6 +55,7 @@ from query_load import expected  # noqa: E402
 
 from services.dev.ports import free_port  # noqa: E402
 from services.dev.process import child_env, spawn, stop  # noqa: E402
+from services.query import sql  # noqa: E402
 
 BUCKET = "globant-raw-data"
 YEAR = 2021
@@ -289,6 +292,19 @@ async def time_group_by(conn: asyncpg.Connection, runs: int) -> float:
     return statistics.median(took)
 
 
+async def time_reads(conn: asyncpg.Connection, until: asyncio.Task[Any]) -> list[float]:
+    """Seconds of each metrics read (sql.read_year: one snapshot, the year's cells plus unfolded
+    deltas), back to back on its own connection until `until` is done: the database's share of
+    a request that has to read, while the load runs."""
+    took = []
+    while not until.done():
+        started = time.perf_counter()
+        await sql.read_year(conn, YEAR)
+        took.append(time.perf_counter() - started)
+        await asyncio.sleep(0.02)
+    return took
+
+
 async def upload_and_wait(
     stack: Stack, conn: asyncpg.Connection, path: Path, key: str, patience: float
 ) -> dict[str, Any]:
@@ -321,6 +337,17 @@ async def check_answers(url: str, pg_env: dict[str, str]) -> str:
             if got != want[key]:
                 return f"WRONG: {path} differs from the direct SQL computation"
     return "equal to the direct SQL computation"
+
+
+def percentiles_ms(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values) or [0.0]
+    n = len(ordered)
+    return {
+        "n": len(values),
+        "p50": 1000 * ordered[n // 2],
+        "p99": 1000 * ordered[min(n - 1, int(n * 0.99))],
+        "max": 1000 * ordered[-1],
+    }
 
 
 def load_average() -> str:
@@ -378,6 +405,7 @@ async def measure_size(
         await asyncio.sleep(1.0)
         ref_conn = await connect(pg_env)
         group_by_loading = await time_group_by(ref_conn, 1) if not ingest.done() else None
+        reads = await time_reads(ref_conn, ingest)
         await ref_conn.close()
         replaced = await ingest
         await conn_b.close()
@@ -390,6 +418,7 @@ async def measure_size(
             "load_rows_per_s": loaded["rows"] / loaded["seconds"],
             "group_by_ms": 1000 * group_by,
             "group_by_loading_ms": None if group_by_loading is None else 1000 * group_by_loading,
+            "read_loading_ms": percentiles_ms(reads),
             "at_rest": rest,
             "driver": args.driver,
             "loading": loading,
@@ -406,6 +435,11 @@ async def measure_size(
 def print_size(r: dict[str, Any]) -> None:
     gl = r["group_by_loading_ms"]
     print(f"plain GROUP BY while loading: {'-' if gl is None else f'{gl:.0f} ms'}")
+    rl = r["read_loading_ms"]
+    print(
+        f"one metrics read while loading (sql.read_year, its own connection, {rl['n']} reads):"
+        f" p50 {rl['p50']:.1f} ms, p99 {rl['p99']:.1f} ms, max {rl['max']:.1f} ms"
+    )
     head = ("requests", "req/s", "p50 ms", "p99 ms", "max ms")
     print(f"  {'phase':10} {'endpoint':22} " + " ".join(f"{h:>8}" for h in head) + f" {'err':>4} {'t/o':>4}")
     print(f"load driver: {r['driver']}")

@@ -9,7 +9,7 @@ then N consumers start together; the time is from their start to the last file's
 The files hold disjoint ids (every batch goes straight in by COPY) and the hires projection's
 triggers are on (migration 005). The reference, measured in the same run: `psql \\copy` of all 8
 files one after another into a fresh table of the same shape (one PostgreSQL backend, no Python).
-Prints rows/s, the CPU seconds PostgreSQL (all its backends) and the consumers used, and the
+Prints rows/s, the CPU seconds PostgreSQL (all its backends), the consumers and moto used, and the
 machine's load average, so "it stops growing" can be read against the cores there are.
 """
 
@@ -71,7 +71,14 @@ def tree_cpu(root_pid: int) -> float:
 
 
 async def one_run(
-    n: int, files: list[Path], env: dict[str, str], pg: EmbeddedPostgres, s3: S3Client, state: Path, run: int
+    n: int,
+    files: list[Path],
+    env: dict[str, str],
+    pg: EmbeddedPostgres,
+    s3: S3Client,
+    state: Path,
+    run: int,
+    moto_pid: int,
 ) -> dict[str, Any]:
     conn = await connect(pg.env())
     try:
@@ -98,6 +105,7 @@ async def one_run(
                 await asyncio.to_thread(wait_for_log, log_path, "consumer started", proc, 60)
             pg_cpu0 = tree_cpu(pg.pid or 0)
             consumer_cpu0 = sum(tree_cpu(p.pid) for p in procs)
+            moto_cpu0 = tree_cpu(moto_pid)
             started = time.time()
             while True:
                 row = await conn.fetchrow(
@@ -118,6 +126,7 @@ async def one_run(
             seconds = row["last"] - started
             pg_cpu = tree_cpu(pg.pid or 0) - pg_cpu0
             consumer_cpu = sum(tree_cpu(p.pid) for p in procs) - consumer_cpu0
+            moto_cpu = tree_cpu(moto_pid) - moto_cpu0
         finally:
             for proc in procs:
                 stop(proc, [(signal.SIGTERM, 25.0)])
@@ -129,6 +138,7 @@ async def one_run(
             "rows_per_s": int(row["rows"]) / seconds,
             "postgres_cpu_s": pg_cpu,
             "consumers_cpu_s": consumer_cpu,
+            "moto_cpu_s": moto_cpu,
             "rows_in_table_match": bool(checked),
             "load_average": load_average(),
         }
@@ -206,20 +216,24 @@ def main() -> int:
         total = args.files * args.rows
         reference = psql_reference(files, pg)
         print(f"reference: psql \\copy of the {args.files} files in turn: {total / reference:,.0f} rows/s")
-        results = [asyncio.run(one_run(n, files, env, pg, s3, state, run)) for run, n in enumerate(counts)]
+        moto_pid = moto.pid or 0
+        results = [
+            asyncio.run(one_run(n, files, env, pg, s3, state, run, moto_pid)) for run, n in enumerate(counts)
+        ]
         reference_after = psql_reference(files, pg)
     print(f"\n{args.files} files x {args.rows:,} rows, INGEST_CONCURRENCY default (4 files per process)")
     print(
         f"  {'consumers':>9} {'rows/s':>10} {'seconds':>8} {'vs 1':>6} {'PG CPU s':>9} {'consumer CPU s':>15}"
-        f" {'CPU/wall':>9}  load average"
+        f" {'moto CPU s':>11} {'CPU/wall':>9}  load average"
     )
     base = results[0]["rows_per_s"]
     for r in results:
-        busy = (r["postgres_cpu_s"] + r["consumers_cpu_s"]) / r["seconds"]
+        busy = (r["postgres_cpu_s"] + r["consumers_cpu_s"] + r["moto_cpu_s"]) / r["seconds"]
         print(
             f"  {r['consumers']:>9} {r['rows_per_s']:>10,.0f} {r['seconds']:>8.2f}"
             f" {r['rows_per_s'] / base:>6.2f}"
-            f" {r['postgres_cpu_s']:>9.1f} {r['consumers_cpu_s']:>15.1f} {busy:>9.2f}  {r['load_average']}"
+            f" {r['postgres_cpu_s']:>9.1f} {r['consumers_cpu_s']:>15.1f} {r['moto_cpu_s']:>11.1f}"
+            f" {busy:>9.2f}  {r['load_average']}"
         )
         if not r["rows_in_table_match"]:
             print("    WRONG: hired_employees does not hold the loaded rows")

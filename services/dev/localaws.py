@@ -49,6 +49,11 @@ class MotoServer:
     def endpoint_url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
+    @property
+    def pid(self) -> int | None:
+        """The server's process id while it runs (benchmarks count its CPU), else None."""
+        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
+
     def start(self, timeout: float = 60.0) -> str:
         """Start the server and return its endpoint URL once it answers HTTP."""
         if self._proc is not None and self._proc.poll() is None:
