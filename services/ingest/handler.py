@@ -119,6 +119,10 @@ class ObjectHandler:
         try:
             version = await self.store.resolve(event)
         except ObjectGone as exc:
+            # a repeated or late delivery for a version applied (or retracted) before it was deleted:
+            # the ledger already says what became of it, so this is no new failure
+            if (settled := await self.ledger.settled_version_of(event)) is not None:
+                return FileOutcome(OutcomeKind.DUPLICATE, event, table, settled)
             reg = await self.ledger.register(event, None, table)
             if reg.status is not Status.PROCESSING:
                 return FileOutcome(OutcomeKind.DUPLICATE, event, table, reg.object_id)

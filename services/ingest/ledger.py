@@ -98,6 +98,20 @@ class Ledger:
             int(row["id"]), Status(row["status"]), str(row["order_key"]), ObjectKind(row["kind"])
         )
 
+    async def settled_version_of(self, event: ObjectEvent) -> int | None:
+        """The ledger id of the finished (loaded, failed or retracted) version an event names, found
+        without the object: by the event's version id, or by its ETag and event time when it has none
+        (moto). None when the ledger has no such row."""
+        row = await self._pool.fetchrow(
+            sql.SETTLED_VERSION_OF_EVENT,
+            event.bucket,
+            event.key,
+            event.version_id,
+            event.etag,
+            event.event_time,
+        )
+        return None if row is None else int(row["id"])
+
     async def fail(self, object_id: int, reason: str) -> None:
         await self._pool.execute(sql.FAIL_OBJECT, object_id, reason)
 

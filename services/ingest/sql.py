@@ -17,6 +17,16 @@ ON CONFLICT (bucket, key, version) DO UPDATE SET bucket = excluded.bucket
 RETURNING id, status, order_key, kind
 """
 
+# The settled ledger row an event names, for an event whose object is gone (a late or repeated
+# delivery after the version was deleted): by version id, or by content and event time without one.
+SETTLED_VERSION_OF_EVENT: Final = """
+SELECT id FROM ingest_objects
+WHERE bucket = $1 AND key = $2 AND status <> 'processing'
+  AND (CASE WHEN $3::text IS NOT NULL THEN version = $3::text
+            ELSE etag = $4::text AND event_time = $5::timestamptz END)
+ORDER BY id DESC LIMIT 1
+"""
+
 RECORD_EVENT: Final = """
 INSERT INTO ingest_events (message_id, event_name, bucket, key, version, etag, sequencer, event_time,
                            object_id, outcome, detail)

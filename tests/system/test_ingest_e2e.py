@@ -397,3 +397,35 @@ async def test_a_file_that_keeps_failing_is_given_up_from_the_ledger(stack: Stac
     finally:
         await conn.execute("ALTER TABLE IF EXISTS jobs_away RENAME TO jobs")
         await conn.close()
+
+
+async def test_event_delivered_again_after_its_version_was_retracted_changes_nothing(
+    fresh: Stack, tmp_path: Path
+) -> None:
+    """moto sends two events for one upload; the second, postponed while the first loads, can come
+    back after the version was deleted: it names a retracted version, not a new failed one."""
+    s3, sqs = fresh.s3(), fresh.sqs()
+    s3.put_object(Bucket=fresh.bucket, Key="jobs.csv", Body=b"1,Dev\n2,QA\n")
+    (event,) = receive_all(sqs, fresh.queue_url, 1)
+    sqs.send_message(QueueUrl=fresh.queue_url, MessageBody=event["Body"])
+    conn = await fresh.connect()
+    try:
+        with ConsumerProcess(fresh.env, tmp_path / "c.log"):
+            await eventually(lambda: objects(conn), lambda o: all_done(o, 1), what="jobs.csv loaded")
+            (version,) = s3.list_object_versions(Bucket=fresh.bucket, Prefix="jobs.csv")["Versions"]
+            s3.delete_object(Bucket=fresh.bucket, Key="jobs.csv", VersionId=version["VersionId"])
+            await eventually(
+                lambda: objects(conn), lambda o: [x["status"] for x in o] == ["retracted"], what="retracted"
+            )
+            late = sqs.send_message(QueueUrl=fresh.queue_url, MessageBody=event["Body"])["MessageId"]
+            outcome = await eventually(
+                lambda: conn.fetchval("SELECT outcome FROM ingest_events WHERE message_id = $1", late),
+                lambda o: o is not None,
+                what="the late delivery handled",
+            )
+        assert outcome == "duplicate"
+        objs = await objects(conn)
+        assert [(o["status"], o["error"]) for o in objs] == [("retracted", None)]
+        assert await counts(conn) == {"hired_employees": 0, "departments": 0, "jobs": 0, "ingest_rejects": 0}
+    finally:
+        await conn.close()
