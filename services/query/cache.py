@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from functools import cached_property
 from typing import Generic, TypeVar
 
 import asyncpg
@@ -41,37 +42,26 @@ class YearMetrics:
     kept, so a read under load pays only for the formats actually asked for.
     """
 
-    __slots__ = ("_encoded", "departments", "hires", "snapshot")
-
     def __init__(self, snapshot: str, hires: list[HireRow], departments: list[DepartmentRow]) -> None:
         self.snapshot = snapshot  # pg_snapshot as text, for sql.changed_since
         self.hires = hires
         self.departments = departments
-        self._encoded: dict[str, bytes] = {}
 
-    @property
+    @cached_property
     def hires_json(self) -> bytes:
-        return self._encode("hires_json", lambda: encode(self.hires))
+        return encode(self.hires)
 
-    @property
+    @cached_property
     def hires_csv(self) -> bytes:
-        return self._encode("hires_csv", lambda: metrics.render_csv(metrics.HIRES_COLUMNS, self.hires))
+        return metrics.render_csv(metrics.HIRES_COLUMNS, self.hires)
 
-    @property
+    @cached_property
     def departments_json(self) -> bytes:
-        return self._encode("departments_json", lambda: encode(self.departments))
+        return encode(self.departments)
 
-    @property
+    @cached_property
     def departments_csv(self) -> bytes:
-        return self._encode(
-            "departments_csv", lambda: metrics.render_csv(metrics.DEPARTMENTS_COLUMNS, self.departments)
-        )
-
-    def _encode(self, name: str, make: Callable[[], bytes]) -> bytes:
-        found = self._encoded.get(name)
-        if found is None:
-            found = self._encoded[name] = make()
-        return found
+        return metrics.render_csv(metrics.DEPARTMENTS_COLUMNS, self.departments)
 
 
 def shape(data: sql.YearData) -> YearMetrics:
@@ -138,12 +128,28 @@ class Fresh(Generic[T]):
 class _Year:
     """One year's newest answers, and the shared probes and reads that keep them fresh."""
 
-    __slots__ = ("entry", "probe", "read")
+    __slots__ = ("_pool", "_year", "entry", "probe", "read")
 
-    def __init__(self, cache: MetricsCache, year: int) -> None:
+    def __init__(self, pool: asyncpg.Pool, year: int) -> None:
+        self._pool = pool
+        self._year = year
         self.entry: YearMetrics | None = None
-        self.probe = Fresh(lambda: cache._probe(self))
-        self.read = Fresh(lambda: cache._read(self, year))
+        self.probe = Fresh(self._check)
+        self.read = Fresh(self._load)
+
+    async def _check(self) -> YearMetrics | None:
+        """The entry, if nothing committed since its snapshot that this probe's snapshot sees."""
+        entry = self.entry
+        if entry is None or await sql.changed_since(self._pool, entry.snapshot):
+            return None
+        return entry
+
+    async def _load(self) -> YearMetrics:
+        async with self._pool.acquire() as conn:
+            data = await sql.read_year(conn, self._year)
+        # Reads of one year never overlap, so a finished read is the newest one.
+        self.entry = shape(data)
+        return self.entry
 
 
 class MetricsCache:
@@ -156,28 +162,13 @@ class MetricsCache:
         """Both metrics of `year`, as of a snapshot taken no earlier than this call."""
         slot = self._years.get(year)
         if slot is None:
-            slot = self._years[year] = _Year(self, year)
+            slot = self._years[year] = _Year(self._pool, year)
             while len(self._years) > self._max_years:
                 self._evict()
         self._years.move_to_end(year)
         if slot.entry is not None and (current := await slot.probe.get()) is not None:
             return current
         return await slot.read.get()
-
-    async def _probe(self, slot: _Year) -> YearMetrics | None:
-        """The entry, if nothing committed since its snapshot that this probe's snapshot sees."""
-        entry = slot.entry
-        if entry is None or await sql.changed_since(self._pool, entry.snapshot):
-            return None
-        return entry
-
-    async def _read(self, slot: _Year, year: int) -> YearMetrics:
-        async with self._pool.acquire() as conn:
-            data = await sql.read_year(conn, year)
-        fresh = shape(data)
-        # Reads of one year never overlap, so a finished read is the newest one.
-        slot.entry = fresh
-        return fresh
 
     def _evict(self) -> None:
         for year, slot in self._years.items():
