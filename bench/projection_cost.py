@@ -1,6 +1,7 @@
 """What maintaining the hires projection costs PostgreSQL (a script, not a test): the same COPY of
-N employees into hired_employees with the projection's triggers on and off, alternated, in one
-embedded PostgreSQL; plus what folding the resulting deltas and reading one year cost.
+N employees into hired_employees with the projection's triggers off, on with the deltas compressed
+(as before migration 010) and on as they are, alternated, in one embedded PostgreSQL; plus what
+folding the resulting deltas and reading one year cost.
 
     .venv/bin/python bench/projection_cost.py [--rows 1000000] [--batch-rows 20000] [--repeat 3]
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import os
 import statistics
 import sys
 import tempfile
@@ -36,14 +38,32 @@ from shared.config import load_settings  # noqa: E402
 from shared.db import connect, migrate  # noqa: E402
 
 EVENTS = ("insert", "update", "delete")
+TICK = os.sysconf("SC_CLK_TCK")
 
 
-async def load(c: asyncpg.Connection, batches: list[bytes], projection: bool) -> float:
+DELTA_ARRAYS = ("department_ids", "job_ids", "q1", "q2", "q3", "q4")
+
+
+def backend_cpu(pid: int) -> float:
+    """CPU seconds a PostgreSQL backend (this machine's process `pid`) has used: less noisy than wall time."""
+    return sum(map(int, Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[11:13])) / TICK
+
+
+async def load(
+    c: asyncpg.Connection, batches: list[bytes], projection: bool, *, compressed: bool = False
+) -> tuple[float, float]:
+    """(wall seconds, backend CPU seconds) of one load."""
     await c.execute("TRUNCATE hired_employees")
     action = "ENABLE" if projection else "DISABLE"
     for event in EVENTS:
         await c.execute(f"ALTER TABLE hired_employees {action} TRIGGER hires_projection_{event}")
+    # the deltas' storage: uncompressed since migration 010; compressed (pglz) is the reference before it
+    storage = "EXTENDED" if compressed else "EXTERNAL"
+    for column in DELTA_ARRAYS:
+        await c.execute(f"ALTER TABLE hires_deltas ALTER COLUMN {column} SET STORAGE {storage}")
     await c.execute("CHECKPOINT")
+    pid: int = await c.fetchval("SELECT pg_backend_pid()")
+    cpu = backend_cpu(pid)
     started = time.perf_counter()
     for batch in batches:
         async with c.transaction():
@@ -53,7 +73,7 @@ async def load(c: asyncpg.Connection, batches: list[bytes], projection: bool) ->
                 columns=["id", "name", "datetime", "department_id", "job_id", "src_object", "src_line"],
                 format="csv",
             )
-    return time.perf_counter() - started
+    return time.perf_counter() - started, backend_cpu(pid) - cpu
 
 
 async def run(pg: EmbeddedPostgres, path: Path, batch_rows: int, repeat: int) -> None:
@@ -71,10 +91,12 @@ async def run(pg: EmbeddedPostgres, path: Path, batch_rows: int, repeat: int) ->
         lines = [line + b",0,0\n" for line in text.splitlines()]
         batches = [b"".join(lines[i : i + batch_rows]) for i in range(0, len(lines), batch_rows)]
         rows = len(lines)
-        with_p: list[float] = []
-        without: list[float] = []
+        with_p: list[tuple[float, float]] = []
+        without: list[tuple[float, float]] = []
+        compressed: list[tuple[float, float]] = []
         for _ in range(repeat):
             without.append(await load(conn, batches, projection=False))
+            compressed.append(await load(conn, batches, projection=True, compressed=True))
             with_p.append(await load(conn, batches, projection=True))
         deltas = await conn.fetchrow(
             "SELECT count(*) AS n, coalesce(sum(cells), 0) AS cells FROM hires_deltas"
@@ -95,14 +117,28 @@ async def run(pg: EmbeddedPostgres, path: Path, batch_rows: int, repeat: int) ->
         report = await sql.check_projection(conn)
     finally:
         await conn.close()
-    a, b = statistics.median(without), statistics.median(with_p)
+
+    def medians(runs: list[tuple[float, float]]) -> tuple[float, float]:
+        return statistics.median(w for w, _ in runs), statistics.median(c for _, c in runs)
+
+    (a, ca), (b, cb), (z, cz) = medians(without), medians(with_p), medians(compressed)
     print(
         f"\n{rows:,} rows in {len(batches)} COPY batches of {batch_rows:,}; {repeat} rounds each, alternated"
     )
-    print(f"  {'':34} {'median s':>9} {'rows/s':>11}   all runs (s)")
-    for label, median, runs in (("triggers off (reference)", a, without), ("triggers on", b, with_p)):
-        print(f"  {label:34} {median:>9.2f} {rows / median:>11,.0f}   {', '.join(f'{x:.2f}' for x in runs)}")
-    print(f"  ratio on / off: {a / b:.3f}")
+    print(f"  {'':34} {'median s':>9} {'rows/s':>11} {'CPU s':>7}   all runs (wall s / backend CPU s)")
+    rounds = (
+        ("triggers off (reference)", a, ca, without),
+        ("triggers on, deltas compressed", z, cz, compressed),
+        ("triggers on (migration 010)", b, cb, with_p),
+    )
+    for label, median, cpu, runs in rounds:
+        each = ", ".join(f"{w:.2f}/{c:.2f}" for w, c in runs)
+        print(f"  {label:34} {median:>9.2f} {rows / median:>11,.0f} {cpu:>7.2f}   {each}")
+    print(f"  ratio on / off: {a / b:.3f} (deltas compressed, as before migration 010: {a / z:.3f})")
+    print(
+        f"  what the projection adds: {b - a:.2f} s wall, {cb - ca:.2f} s backend CPU"
+        f" (deltas compressed: {z - a:.2f} s, {cz - ca:.2f} s)"
+    )
     print(f"deltas after the last load: {deltas['n']} rows holding {deltas['cells']:,} cells")
     print(f"read {YEAR} from the projection: {1000 * read_unfolded:.1f} ms unfolded,", end=" ")
     print(f"{1000 * read_folded:.1f} ms folded")

@@ -40,7 +40,7 @@ def load_options(env: Mapping[str, str]) -> IngestOptions:
             retry_delay=int_setting(env, "INGEST_RETRY_DELAY", 5, low=0, high=900),
             drain_seconds=float(int_setting(env, "INGEST_DRAIN_SECONDS", 20, low=0, high=3600)),
         ),
-        load=LoadOptions(batch_rows=int_setting(env, "INGEST_BATCH_ROWS", 20_000, high=1_000_000)),
+        load=LoadOptions(batch_rows=int_setting(env, "INGEST_BATCH_ROWS", 100_000, high=1_000_000)),
         max_stalls=int_setting(env, "INGEST_MAX_STALLS", 3, low=1, high=100),
     )
 
