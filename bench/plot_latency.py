@@ -63,7 +63,7 @@ def main() -> int:
     ax.set_yscale("log")
     ax.set_xlabel("employees in hired_employees")
     ax.set_ylabel("latency (ms)")
-    ax.set_title("Metric latency vs table size (2-core machine, same run)")
+    ax.set_title("Metric latency vs table size (2-core machine; each size with its reference, same run)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()

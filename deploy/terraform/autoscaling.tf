@@ -8,6 +8,20 @@
 # query: target tracking on average CPU.
 
 locals {
+  # docs/capacity.md, "How many consumers one RDS instance takes": ingest tasks worth running per
+  # instance class (PostgreSQL's CPU saturates first; one task keeps INGEST_CONCURRENCY backends busy).
+  ingest_cap_by_class = {
+    "db.t4g.micro"   = 1
+    "db.t4g.small"   = 1
+    "db.t4g.medium"  = 1
+    "db.t4g.large"   = 1
+    "db.r6g.large"   = 1
+    "db.r6g.xlarge"  = 1
+    "db.r6g.2xlarge" = 2
+    "db.r6g.4xlarge" = 4
+  }
+  ingest_max_count = coalesce(var.ingest_max_count, lookup(local.ingest_cap_by_class, var.db_instance_class, 2))
+
   ingest_resource_id = "service/${aws_ecs_cluster.main.name}/${aws_ecs_service.ingest.name}"
   query_resource_id  = "service/${aws_ecs_cluster.main.name}/${aws_ecs_service.query.name}"
 }
@@ -17,7 +31,7 @@ resource "aws_appautoscaling_target" "ingest" {
   scalable_dimension = "ecs:service:DesiredCount"
   resource_id        = local.ingest_resource_id
   min_capacity       = var.ingest_min_count
-  max_capacity       = var.ingest_max_count
+  max_capacity       = local.ingest_max_count
 }
 
 resource "aws_appautoscaling_policy" "ingest_backlog" {

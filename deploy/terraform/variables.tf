@@ -114,7 +114,7 @@ variable "db_engine_version" {
 }
 
 variable "db_instance_class" {
-  description = "RDS instance class. Size it for the connections: each ingest task opens up to ingest_concurrency + 4, each query task up to 10 (HIRING_QUERY_DB_POOL); at the default maximums that is 10 x 8 + 6 x 10 = 140, and a db.t4g.small allows about 190 (a micro about 80)."
+  description = "RDS instance class. Size it for the connections: each ingest task opens up to ingest_concurrency + 4, each query task up to 10 (HIRING_QUERY_DB_POOL); with 10 ingest tasks (ingest_max_count) that would be 10 x 8 + 6 x 10 = 140, and a db.t4g.small allows about 190 (a micro about 80)."
   type        = string
   default     = "db.t4g.small"
 }
@@ -187,9 +187,9 @@ variable "ingest_min_count" {
 }
 
 variable "ingest_max_count" {
-  description = "Most ingest tasks."
+  description = "Most ingest tasks. Null (the default): the cap docs/capacity.md gives for db_instance_class, from the measured PostgreSQL CPU per row (1 task up to db.r6g.xlarge, 2 for a 2xlarge, 4 for a 4xlarge, 2 for a class it does not list). One task already applies INGEST_CONCURRENCY files at once; past the cap more tasks only add contention on the one primary."
   type        = number
-  default     = 10
+  default     = null
 }
 
 variable "ingest_backlog_per_task" {
