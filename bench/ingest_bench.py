@@ -143,7 +143,7 @@ class Measured:
 TICK = os.sysconf("SC_CLK_TCK")
 
 
-def _stat(pid: int) -> tuple[int, float] | None:
+def process_stat(pid: int) -> tuple[int, float] | None:
     """(parent pid, CPU seconds used) of a live process."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -156,13 +156,13 @@ def cpu_snapshot(groups: dict[str, int]) -> dict[str, dict[int, float]]:
     """CPU seconds per process of each group: the named pid and, for postgres, its backends."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and (st := _stat(int(entry.name))) is not None:
+        if entry.name.isdigit() and (st := process_stat(int(entry.name))) is not None:
             children.setdefault(st[0], []).append(int(entry.name))
     out: dict[str, dict[int, float]] = {}
     for name, pid in groups.items():
         out[name] = {}
         for p in [pid, *(children.get(pid, []) if name == "postgres" else [])]:
-            if (st := _stat(p)) is not None:
+            if (st := process_stat(p)) is not None:
                 out[name][p] = st[1]
     return out
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
-import os
 import statistics
 import sys
 import tempfile
@@ -30,6 +29,7 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(BENCH))
 
+from ingest_bench import process_stat  # noqa: E402
 from read_side import GROUP_BY, YEAR, generate, load_average  # noqa: E402
 
 from services.dev.postgres import EmbeddedPostgres  # noqa: E402
@@ -38,15 +38,14 @@ from shared.config import load_settings  # noqa: E402
 from shared.db import connect, migrate  # noqa: E402
 
 EVENTS = ("insert", "update", "delete")
-TICK = os.sysconf("SC_CLK_TCK")
-
-
 DELTA_ARRAYS = ("department_ids", "job_ids", "q1", "q2", "q3", "q4")
 
 
 def backend_cpu(pid: int) -> float:
     """CPU seconds a PostgreSQL backend (this machine's process `pid`) has used: less noisy than wall time."""
-    return sum(map(int, Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[11:13])) / TICK
+    stat = process_stat(pid)
+    assert stat is not None, f"backend {pid} is gone"
+    return stat[1]
 
 
 async def load(

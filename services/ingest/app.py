@@ -11,7 +11,7 @@ import structlog
 from services.ingest.consumer import Consumer, ConsumerOptions
 from services.ingest.handler import HandlerOptions, ObjectHandler
 from services.ingest.ledger import Ledger
-from services.ingest.load import LoadOptions
+from services.ingest.load import DEFAULT_BATCH_ROWS, LoadOptions
 from services.ingest.source import S3ObjectStore
 from services.ingest.sqs_queue import SqsQueue
 from services.ingest.telemetry import IngestTelemetry
@@ -40,7 +40,9 @@ def load_options(env: Mapping[str, str]) -> IngestOptions:
             retry_delay=int_setting(env, "INGEST_RETRY_DELAY", 5, low=0, high=900),
             drain_seconds=float(int_setting(env, "INGEST_DRAIN_SECONDS", 20, low=0, high=3600)),
         ),
-        load=LoadOptions(batch_rows=int_setting(env, "INGEST_BATCH_ROWS", 100_000, high=1_000_000)),
+        load=LoadOptions(
+            batch_rows=int_setting(env, "INGEST_BATCH_ROWS", DEFAULT_BATCH_ROWS, high=1_000_000)
+        ),
         max_stalls=int_setting(env, "INGEST_MAX_STALLS", 3, low=1, high=100),
     )
 

@@ -18,7 +18,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
-from typing import BinaryIO, cast
+from typing import BinaryIO, Final, cast
 
 import asyncpg
 import msgspec
@@ -46,11 +46,14 @@ class Unaccounted(Exception):
     """The reader's lines do not cover every byte read: a fault in the reader, never `loaded`."""
 
 
+# Rows (loaded or rejected) per batch: one transaction, the unit of retry and of the checkpoint.
+# 100k rather than 20k: PostgreSQL's CPU per 1M rows fell by ~20% (fewer statements, fewer and
+# denser hires deltas, a third of the folding) for ~30 MB more peak memory (bench/README.md §4).
+DEFAULT_BATCH_ROWS: Final = 100_000
+
+
 class LoadOptions(msgspec.Struct, frozen=True):
-    # Rows (loaded or rejected) per batch: one transaction, the unit of retry and of the checkpoint.
-    # 100k rather than 20k: PostgreSQL's CPU per 1M rows fell by ~20% (fewer statements, fewer and
-    # denser hires deltas, a third of the folding) for ~30 MB more peak memory (bench/README.md §4).
-    batch_rows: int = 100_000
+    batch_rows: int = DEFAULT_BATCH_ROWS  # INGEST_BATCH_ROWS
     queue_batches: int = 2  # parsed batches waiting for the database: bounds memory
     batch_attempts: int = 8  # tries of one batch's transaction on deadlock / serialization failure
 
